@@ -1,0 +1,2 @@
+/* ksefctl: placeholder main. */
+int main(void) { return 0; }
