@@ -1,0 +1,689 @@
+/* api.c: the intake and control API over evhttp, on a Unix socket and optional loopback TCP. */
+#include "config.h"
+
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+#include <jansson.h>
+#include <openssl/crypto.h>
+#include <openssl/sha.h>
+
+#include "api.h"
+#include "intake.h"
+#include "log.h"
+#include "record.h"
+#include "render.h"
+#include "store.h"
+#include "util.h"
+#include "validate.h"
+
+#define API_LIST_DEFAULT	100
+#define API_LIST_MAX		1000
+
+struct api_req;
+
+struct api {
+	struct event_base	*base;
+	struct store		*store;
+	struct intake		*intake;
+	struct evhttp		*unix_http;
+	struct evhttp		*tcp_http;
+	int			 tcp_port;
+	char			*socket_path;
+	unsigned char		 token_hash[SHA256_DIGEST_LENGTH];
+	int			 have_token;
+	size_t			 max_body;
+	struct api_req		*pending;	/* answers waiting for a commit */
+};
+
+/* A request whose answer waits for a group commit. */
+struct api_req {
+	struct api		*api;
+	struct evhttp_request	*req;		/* NULL once the client went away */
+	struct api_req		*next, *prev;
+};
+
+/* Send a JSON answer; takes the reference to `body`. */
+static void
+api_reply_json(struct evhttp_request *req, int code, const char *reason,
+    json_t *body)
+{
+	struct evbuffer *out = evbuffer_new();
+	char *s;
+
+	if (out == NULL)
+		fatalx("api: out of memory");
+	s = json_dumps(body, JSON_COMPACT | JSON_ENSURE_ASCII);
+	if (s == NULL)
+		fatalx("api: cannot encode JSON");
+	evbuffer_add(out, s, strlen(s));
+	evbuffer_add(out, "\n", 1);
+	free(s);
+	json_decref(body);
+	evhttp_add_header(evhttp_request_get_output_headers(req),
+	    "Content-Type", "application/json");
+	evhttp_send_reply(req, code, reason, out);
+	evbuffer_free(out);
+}
+
+/* A JSON error answer: {"error": code-word, "message": text}. */
+static void
+api_reply_error(struct evhttp_request *req, int code, const char *reason,
+    const char *word, const char *message)
+{
+	api_reply_json(req, code, reason, json_pack("{s:s, s:s}", "error", word,
+	    "message", message));
+}
+
+static void
+api_set_location(struct evhttp_request *req, const struct record_invoice *inv)
+{
+	char hex[2 * INV_KEY_LEN + 1], loc[2 * INV_KEY_LEN + 32];
+
+	hex_encode(inv->key, INV_KEY_LEN, hex);
+	snprintf(loc, sizeof(loc), "/v1/invoices/%s", hex);
+	evhttp_add_header(evhttp_request_get_output_headers(req), "Location",
+	    loc);
+}
+
+static void
+api_pending_unlink(struct api_req *ar)
+{
+	struct api *api = ar->api;
+
+	if (ar->prev)
+		ar->prev->next = ar->next;
+	else if (api != NULL)
+		api->pending = ar->next;
+	if (ar->next)
+		ar->next->prev = ar->prev;
+	ar->next = ar->prev = NULL;
+}
+
+/* The client's connection closed before its answer was ready. */
+static void
+api_conn_close_cb(struct evhttp_connection *evcon, void *arg)
+{
+	struct api_req *ar = arg;
+
+	ar->req = NULL;
+}
+
+/* The outcome of a POST /v1/invoices: render and send it. */
+static void
+api_intake_cb(const struct intake_outcome *o, void *arg)
+{
+	struct api_req *ar = arg;
+	struct evhttp_request *req = ar->req;
+	json_t *body;
+	char msg[300];
+
+	if (ar->api != NULL)
+		api_pending_unlink(ar);
+	if (req == NULL) {
+		free(ar);
+		return;
+	}
+	evhttp_connection_set_closecb(evhttp_request_get_connection(req), NULL,
+	    NULL);
+	free(ar);
+
+	switch (o->status) {
+	case INTAKE_REFUSED:
+		body = json_object();
+		json_object_set_new(body, "error", json_string("invalid"));
+		snprintf(msg, sizeof(msg), "invoice refused: %zu error%s",
+		    o->vr->nerrors, o->vr->nerrors == 1 ? "" : "s");
+		json_object_set_new(body, "message", json_string(msg));
+		json_object_set_new(body, "problems", render_problems_json(o->vr, -1));
+		api_reply_json(req, 422, "Unprocessable Entity", body);
+		return;
+	case INTAKE_UNAVAILABLE:
+		evhttp_add_header(evhttp_request_get_output_headers(req),
+		    "Retry-After", "1");
+		api_reply_error(req, 503, "Service Unavailable", "unavailable",
+		    "the invoice could not be stored durably; nothing was "
+		    "stored, send it again");
+		return;
+	default:
+		break;
+	}
+	body = json_object();
+	json_object_set_new(body, "result",
+	    json_string(intake_status_name(o->status)));
+	json_object_set_new(body, "invoice", render_invoice_json(o->inv));
+	json_object_set_new(body, "warnings",
+	    render_problems_json(o->vr, VALIDATE_WARNING));
+	api_set_location(req, o->inv);
+	switch (o->status) {
+	case INTAKE_CREATED:
+		if (o->corrected)
+			json_object_set_new(body, "message", json_string(
+			    "stored as the correction of a rejected invoice"));
+		api_reply_json(req, 201, "Created", body);
+		break;
+	case INTAKE_EXISTS:
+		json_object_set_new(body, "message", json_string(
+		    "the same invoice was already received"));
+		api_reply_json(req, 200, "OK", body);
+		break;
+	default:
+		json_object_set_new(body, "error", json_string("conflict"));
+		snprintf(msg, sizeof(msg), "an invoice with seller NIP %s, type "
+		    "%s and this number already exists (state %s) with other "
+		    "content; KSeF refuses duplicates: an accepted invoice is "
+		    "changed only by a correcting invoice with its own number",
+		    o->inv->seller_nip, o->inv->kind,
+		    record_state_name(o->inv->state));
+		json_object_set_new(body, "message", json_string(msg));
+		api_reply_json(req, 409, "Conflict", body);
+		break;
+	}
+}
+
+/* Is this XML, by Content-Type?  A missing type is taken as XML. */
+static int
+api_content_type_xml(struct evhttp_request *req)
+{
+	const char *ct = evhttp_find_header(evhttp_request_get_input_headers(req),
+	    "Content-Type");
+	size_t n;
+
+	if (ct == NULL)
+		return 1;
+	n = strcspn(ct, "; \t");
+	return (n == 15 && strncasecmp(ct, "application/xml", 15) == 0) ||
+	    (n == 8 && strncasecmp(ct, "text/xml", 8) == 0) ||
+	    (n == 24 && strncasecmp(ct, "application/octet-stream", 24) == 0);
+}
+
+static void
+api_invoice_post(struct api *api, struct evhttp_request *req)
+{
+	struct evbuffer *in = evhttp_request_get_input_buffer(req);
+	size_t len = evbuffer_get_length(in);
+	struct api_req *ar;
+	unsigned char *body;
+	char msg[160];
+
+	if (!api_content_type_xml(req)) {
+		api_reply_error(req, 415, "Unsupported Media Type",
+		    "content_type", "send the invoice XML as application/xml");
+		return;
+	}
+	if (len > api->max_body) {
+		snprintf(msg, sizeof(msg), "body of %zu bytes is over the limit "
+		    "of %zu bytes (api.max_body)", len, api->max_body);
+		api_reply_error(req, 413, "Payload Too Large", "too_large", msg);
+		return;
+	}
+	body = evbuffer_pullup(in, -1);
+	ar = xcalloc(1, sizeof(*ar));
+	ar->api = api;
+	ar->req = req;
+	ar->next = api->pending;
+	if (api->pending)
+		api->pending->prev = ar;
+	api->pending = ar;
+	evhttp_connection_set_closecb(evhttp_request_get_connection(req),
+	    api_conn_close_cb, ar);
+	intake_submit(api->intake, body ? body : (unsigned char *)"", len,
+	    INV_SRC_API, NULL, api_intake_cb, ar);
+}
+
+static void
+api_invoice_get(struct api *api, struct evhttp_request *req, const char *id)
+{
+	unsigned char key[INV_KEY_LEN];
+	struct record_invoice inv;
+	int r;
+
+	if (hex_decode(id, key, INV_KEY_LEN) == -1) {
+		api_reply_error(req, 400, "Bad Request", "bad_id",
+		    "an invoice id is 64 hex digits");
+		return;
+	}
+	r = store_invoice_get(api->store, key, &inv);
+	if (r == 1) {
+		api_reply_error(req, 404, "Not Found", "not_found",
+		    "no invoice with this id");
+		return;
+	}
+	if (r == -1) {
+		api_reply_error(req, 503, "Service Unavailable", "unavailable",
+		    "the store could not be read");
+		return;
+	}
+	api_reply_json(req, 200, "OK", render_invoice_json(&inv));
+	record_invoice_free(&inv);
+}
+
+struct api_list {
+	int		 state;		/* -1: any */
+	const char	*nip;		/* NULL: any */
+	unsigned char	 after[INV_KEY_LEN];
+	int		 have_after;
+	size_t		 limit;
+	json_t		*items;
+	int		 more;
+	unsigned char	 last[INV_KEY_LEN];
+};
+
+static int
+api_list_cb(const struct record_invoice *inv, void *arg)
+{
+	struct api_list *l = arg;
+
+	if (l->have_after && memcmp(inv->key, l->after, INV_KEY_LEN) <= 0)
+		return 0;
+	if (l->state != -1 && (int)inv->state != l->state)
+		return 0;
+	if (l->nip != NULL && strcmp(inv->seller_nip, l->nip) != 0)
+		return 0;
+	if (json_array_size(l->items) == l->limit) {
+		l->more = 1;
+		return 1;
+	}
+	json_array_append_new(l->items, render_invoice_json(inv));
+	memcpy(l->last, inv->key, INV_KEY_LEN);
+	return 0;
+}
+
+static void
+api_invoice_list(struct api *api, struct evhttp_request *req)
+{
+	struct evkeyvalq q;
+	struct api_list l;
+	const char *v;
+	enum inv_state st;
+	json_t *body;
+	char *end;
+	long n;
+
+	memset(&l, 0, sizeof(l));
+	l.state = -1;
+	l.limit = API_LIST_DEFAULT;
+	if (evhttp_parse_query_str(evhttp_uri_get_query(
+	    evhttp_request_get_evhttp_uri(req)) ?
+	    evhttp_uri_get_query(evhttp_request_get_evhttp_uri(req)) : "",
+	    &q) == -1) {
+		api_reply_error(req, 400, "Bad Request", "bad_query",
+		    "the query string does not parse");
+		return;
+	}
+	if ((v = evhttp_find_header(&q, "state")) != NULL && *v != '\0') {
+		if (record_state_parse(v, &st) == -1) {
+			api_reply_error(req, 400, "Bad Request", "bad_state",
+			    "state must be one of QUEUED, SENDING, SUBMITTED, "
+			    "ACCEPTED, DONE, REJECTED, FAILED");
+			goto out;
+		}
+		l.state = st;
+	}
+	if ((v = evhttp_find_header(&q, "nip")) != NULL && *v != '\0') {
+		if (!nip_valid(v)) {
+			api_reply_error(req, 400, "Bad Request", "bad_nip",
+			    "nip must be 10 digits with a valid check digit");
+			goto out;
+		}
+		l.nip = v;
+	}
+	if ((v = evhttp_find_header(&q, "limit")) != NULL && *v != '\0') {
+		n = strtol(v, &end, 10);
+		if (*end != '\0' || n < 1 || n > API_LIST_MAX) {
+			api_reply_error(req, 400, "Bad Request", "bad_limit",
+			    "limit must be a number from 1 to 1000");
+			goto out;
+		}
+		l.limit = (size_t)n;
+	}
+	if ((v = evhttp_find_header(&q, "after")) != NULL && *v != '\0') {
+		if (hex_decode(v, l.after, INV_KEY_LEN) == -1) {
+			api_reply_error(req, 400, "Bad Request", "bad_after",
+			    "after must be an invoice id (64 hex digits)");
+			goto out;
+		}
+		l.have_after = 1;
+	}
+	l.items = json_array();
+	if (store_invoice_foreach(api->store, api_list_cb, &l) == -1) {
+		json_decref(l.items);
+		api_reply_error(req, 503, "Service Unavailable", "unavailable",
+		    "the store could not be read");
+		goto out;
+	}
+	body = json_object();
+	json_object_set_new(body, "invoices", l.items);
+	json_object_set_new(body, "next", l.more ? render_key_json(l.last) :
+	    json_null());
+	api_reply_json(req, 200, "OK", body);
+out:
+	evhttp_clear_headers(&q);
+}
+
+/* Does the request carry the right bearer token?  Constant time. */
+static int
+api_authorized(struct api *api, struct evhttp_request *req)
+{
+	const char *h = evhttp_find_header(evhttp_request_get_input_headers(req),
+	    "Authorization");
+	unsigned char got[SHA256_DIGEST_LENGTH];
+
+	if (!api->have_token || h == NULL || strncasecmp(h, "Bearer ", 7) != 0)
+		return 0;
+	h += 7;
+	SHA256((const unsigned char *)h, strlen(h), got);
+	return CRYPTO_memcmp(got, api->token_hash, sizeof(got)) == 0;
+}
+
+/* Route one request. */
+static void
+api_dispatch(struct api *api, struct evhttp_request *req)
+{
+	enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
+	const char *path = evhttp_uri_get_path(evhttp_request_get_evhttp_uri(req));
+	const char *id;
+
+	if (path == NULL)
+		path = "/";
+	log_trace(TRACE_API, "api: %s %s", cmd == EVHTTP_REQ_GET ? "GET" :
+	    cmd == EVHTTP_REQ_POST ? "POST" : "other",
+	    log_escape(path, strlen(path), 200));
+	if (strcmp(path, "/healthz") == 0) {
+		if (cmd != EVHTTP_REQ_GET)
+			goto method;
+		api_reply_json(req, 200, "OK", json_pack("{s:s, s:s}", "status",
+		    "ok", "version", PACKAGE_VERSION));
+		return;
+	}
+	if (strcmp(path, "/v1/invoices") == 0) {
+		if (cmd == EVHTTP_REQ_POST)
+			api_invoice_post(api, req);
+		else if (cmd == EVHTTP_REQ_GET)
+			api_invoice_list(api, req);
+		else
+			goto method;
+		return;
+	}
+	if (strncmp(path, "/v1/invoices/", 13) == 0 &&
+	    strchr(path + 13, '/') == NULL) {
+		id = path + 13;
+		if (cmd != EVHTTP_REQ_GET)
+			goto method;
+		api_invoice_get(api, req, id);
+		return;
+	}
+	api_reply_error(req, 404, "Not Found", "not_found", "no such endpoint");
+	return;
+method:
+	api_reply_error(req, 405, "Method Not Allowed", "method",
+	    "method not allowed for this endpoint");
+}
+
+static void
+api_unix_cb(struct evhttp_request *req, void *arg)
+{
+	api_dispatch(arg, req);
+}
+
+static void
+api_tcp_cb(struct evhttp_request *req, void *arg)
+{
+	struct api *api = arg;
+
+	if (!api_authorized(api, req)) {
+		evhttp_add_header(evhttp_request_get_output_headers(req),
+		    "WWW-Authenticate", "Bearer");
+		api_reply_error(req, 401, "Unauthorized", "unauthorized",
+		    "a valid Authorization: Bearer token is required");
+		return;
+	}
+	api_dispatch(api, req);
+}
+
+/*
+ * Bind the Unix socket: refuse when a live server answers on it, remove a
+ * stale one, create it with `mode`.  The fd, or -1 with err filled.
+ */
+static int
+api_unix_listen(const char *path, int mode, char *err, size_t errlen)
+{
+	struct sockaddr_un sun;
+	mode_t old;
+	int fd;
+
+	memset(&sun, 0, sizeof(sun));
+	sun.sun_family = AF_UNIX;
+	if (strlen(path) >= sizeof(sun.sun_path)) {
+		snprintf(err, errlen, "api.socket %s: path too long", path);
+		return -1;
+	}
+	memcpy(sun.sun_path, path, strlen(path));
+	if ((fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)) == -1) {
+		snprintf(err, errlen, "socket: %s", strerror(errno));
+		return -1;
+	}
+	if (connect(fd, (struct sockaddr *)&sun, sizeof(sun)) == 0) {
+		snprintf(err, errlen, "api.socket %s: another process is "
+		    "listening on it (is ksefd already running?)", path);
+		close(fd);
+		return -1;
+	}
+	close(fd);
+	if (unlink(path) == -1 && errno != ENOENT) {
+		snprintf(err, errlen, "api.socket %s: cannot remove stale "
+		    "socket: %s", path, strerror(errno));
+		return -1;
+	}
+	if ((fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK,
+	    0)) == -1) {
+		snprintf(err, errlen, "socket: %s", strerror(errno));
+		return -1;
+	}
+	/* Created without group/other access; widened to `mode` below. */
+	old = umask(0077);
+	if (bind(fd, (struct sockaddr *)&sun, sizeof(sun)) == -1) {
+		umask(old);
+		snprintf(err, errlen, "api.socket %s: bind: %s", path,
+		    strerror(errno));
+		close(fd);
+		return -1;
+	}
+	umask(old);
+	if (chmod(path, (mode_t)mode) == -1 || listen(fd, 512) == -1) {
+		snprintf(err, errlen, "api.socket %s: %s", path, strerror(errno));
+		close(fd);
+		unlink(path);
+		return -1;
+	}
+	return fd;
+}
+
+/* Split "127.0.0.1:8080" or "[::1]:8080"; -1 on a malformed address. */
+static int
+api_parse_listen(const char *s, char *host, size_t hostlen, int *port)
+{
+	const char *colon;
+	char *end;
+	long p;
+	size_t n;
+
+	if (*s == '[') {
+		const char *rb = strchr(s, ']');
+
+		if (rb == NULL || rb[1] != ':')
+			return -1;
+		n = (size_t)(rb - s - 1);
+		if (n >= hostlen)
+			return -1;
+		memcpy(host, s + 1, n);
+		host[n] = '\0';
+		colon = rb + 1;
+	} else {
+		if ((colon = strrchr(s, ':')) == NULL)
+			return -1;
+		n = (size_t)(colon - s);
+		if (n >= hostlen)
+			return -1;
+		memcpy(host, s, n);
+		host[n] = '\0';
+	}
+	p = strtol(colon + 1, &end, 10);
+	if (*end != '\0' || colon[1] == '\0' || p < 0 || p > 65535)
+		return -1;
+	*port = (int)p;
+	return 0;
+}
+
+void
+api_update(struct api *api, const char *token, size_t max_body)
+{
+	api->have_token = token != NULL;
+	if (token != NULL)
+		SHA256((const unsigned char *)token, strlen(token),
+		    api->token_hash);
+	api->max_body = max_body;
+	/* evhttp's own cap is a little higher, so our JSON 413 answers. */
+	if (api->unix_http)
+		evhttp_set_max_body_size(api->unix_http, (ev_ssize_t)max_body + 1);
+	if (api->tcp_http)
+		evhttp_set_max_body_size(api->tcp_http, (ev_ssize_t)max_body + 1);
+}
+
+/* A new evhttp with our defaults. */
+static struct evhttp *
+api_http_new(struct api *api, void (*cb)(struct evhttp_request *, void *))
+{
+	struct evhttp *h = evhttp_new(api->base);
+
+	if (h == NULL)
+		fatalx("api: evhttp_new failed");
+	evhttp_set_allowed_methods(h, EVHTTP_REQ_GET | EVHTTP_REQ_POST |
+	    EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE | EVHTTP_REQ_HEAD);
+	evhttp_set_timeout(h, 60);
+	evhttp_set_max_headers_size(h, 64 * 1024);
+	evhttp_set_gencb(h, cb, api);
+	return h;
+}
+
+struct api *
+api_start(struct event_base *base, const struct api_params *p,
+    struct store *store, struct intake *intake, char *err, size_t errlen)
+{
+	struct api *api = xcalloc(1, sizeof(*api));
+	struct evhttp_bound_socket *bs;
+	char host[256];
+	int fd, port;
+
+	api->base = base;
+	api->store = store;
+	api->intake = intake;
+	if ((fd = api_unix_listen(p->socket_path, p->socket_mode, err,
+	    errlen)) == -1) {
+		free(api);
+		return NULL;
+	}
+	api->socket_path = xstrdup(p->socket_path);
+	api->unix_http = api_http_new(api, api_unix_cb);
+	if (evhttp_accept_socket(api->unix_http, fd) == -1) {
+		snprintf(err, errlen, "api.socket %s: cannot accept", p->socket_path);
+		close(fd);
+		api_free(api);
+		return NULL;
+	}
+	if (p->listen != NULL) {
+		if (p->token == NULL) {
+			snprintf(err, errlen, "api.listen needs api.token_file");
+			api_free(api);
+			return NULL;
+		}
+		if (api_parse_listen(p->listen, host, sizeof(host), &port) == -1) {
+			snprintf(err, errlen, "api.listen %s: not ADDRESS:PORT",
+			    p->listen);
+			api_free(api);
+			return NULL;
+		}
+		api->tcp_http = api_http_new(api, api_tcp_cb);
+		bs = evhttp_bind_socket_with_handle(api->tcp_http, host,
+		    (ev_uint16_t)port);
+		if (bs == NULL) {
+			snprintf(err, errlen, "api.listen %s: cannot bind: %s",
+			    p->listen, strerror(errno));
+			api_free(api);
+			return NULL;
+		}
+		if (port == 0) {
+			struct sockaddr_storage ss;
+			socklen_t sl = sizeof(ss);
+
+			if (getsockname(evhttp_bound_socket_get_fd(bs),
+			    (struct sockaddr *)&ss, &sl) == 0)
+				port = ntohs(ss.ss_family == AF_INET6 ?
+				    ((struct sockaddr_in6 *)&ss)->sin6_port :
+				    ((struct sockaddr_in *)&ss)->sin_port);
+		}
+		api->tcp_port = port;
+	}
+	api_update(api, p->token, p->max_body);
+	log_info("api: listening on %s%s%s", p->socket_path,
+	    p->listen ? " and " : "", p->listen ? p->listen : "");
+	return api;
+}
+
+int
+api_tcp_port(const struct api *api)
+{
+	return api->tcp_port;
+}
+
+void
+api_stop(struct api *api)
+{
+	/*
+	 * evhttp cannot close its listeners alone; a request that arrives
+	 * during shutdown is refused by the intake being gone anyway, and the
+	 * socket file goes away here so no new client finds it.
+	 */
+	if (api->socket_path != NULL)
+		unlink(api->socket_path);
+}
+
+void
+api_free(struct api *api)
+{
+	struct api_req *ar;
+
+	if (api == NULL)
+		return;
+	/* Answers still waiting for a commit are dropped with their connections. */
+	while ((ar = api->pending) != NULL) {
+		api_pending_unlink(ar);
+		if (ar->req != NULL)
+			evhttp_connection_set_closecb(
+			    evhttp_request_get_connection(ar->req), NULL, NULL);
+		ar->req = NULL;
+		ar->api = NULL;
+	}
+	if (api->unix_http)
+		evhttp_free(api->unix_http);
+	if (api->tcp_http)
+		evhttp_free(api->tcp_http);
+	if (api->socket_path) {
+		unlink(api->socket_path);
+		free(api->socket_path);
+	}
+	explicit_wipe(api->token_hash, sizeof(api->token_hash));
+	free(api);
+}

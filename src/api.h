@@ -1,0 +1,46 @@
+/*
+ * api.h: the intake and control API (libevent evhttp) on a Unix socket and,
+ * optionally, a loopback TCP address that requires a bearer token.
+ *
+ *   POST /v1/invoices            XML body -> 201 / 200 / 409 / 422 / 413 / 503
+ *   GET  /v1/invoices/{id}       one record
+ *   GET  /v1/invoices?state=&nip=&limit=&after=   records in key order, paged
+ *   GET  /healthz                liveness
+ *
+ * Answers are JSON.  An answer that depends on a write is sent only after
+ * the group holding that write committed.
+ */
+#ifndef KSEFD_API_H
+#define KSEFD_API_H
+
+#include <stddef.h>
+
+struct event_base;
+struct api;
+struct store;
+struct intake;
+
+struct api_params {
+	const char	*socket_path;	/* required */
+	int		 socket_mode;	/* e.g. 0660 */
+	const char	*listen;	/* "127.0.0.1:PORT", "[::1]:PORT" or NULL */
+	const char	*token;		/* bearer token for TCP; required with listen */
+	size_t		 max_body;	/* larger bodies get 413 */
+};
+
+/*
+ * Start listening.  NULL with a message in err on failure (socket in use by
+ * a live ksefd, bad address, no permission).  Caller frees with api_free().
+ */
+struct api *api_start(struct event_base *, const struct api_params *,
+	    struct store *, struct intake *, char *err, size_t errlen);
+/* Take a new bearer token and body limit (after a reload); listeners stay. */
+void	 api_update(struct api *, const char *token, size_t max_body);
+/* Stop accepting connections (shutdown); answers in progress still go out. */
+void	 api_stop(struct api *);
+/* The TCP port actually bound (listen with port 0), or 0. */
+int	 api_tcp_port(const struct api *);
+/* Stop, drop pending answers, remove the socket file, free. */
+void	 api_free(struct api *);
+
+#endif
