@@ -25,13 +25,6 @@
 #define MIN_1MS			1
 #define DAY_MS			(86400LL * 1000)
 
-const char *const conf_limit_groups[LIMIT_NGROUPS] = {
-	"online_session", "invoice_send", "batch_session", "invoice_status",
-	"session_list", "session_invoice_list", "session_misc",
-	"invoice_metadata", "invoice_export", "invoice_export_status",
-	"invoice_download", "other", "public",
-};
-
 /* How a value is parsed, stored and printed. */
 enum key_type {
 	K_STR,		/* char *, any text */
@@ -64,7 +57,7 @@ struct key {
 #define NOMAX	INT64_MAX
 
 static const struct key keys[] = {
-	{ "daemon", "pid_file", K_PATH, OFF(pid_file), RUNSTATEDIR "/ksefd.pid", 0, 0, 1 },
+	{ "daemon", "pid_file", K_PATH, OFF(pid_file), "/run/ksefd.pid", 0, 0, 1 },
 	{ "log", "level", K_LEVEL, OFF(log_level), "info", 0, 0, 0 },
 	{ "log", "trace", K_TRACE, OFF(log_trace), "none", 0, 0, 0 },
 	{ "ksef", "environment", K_ENV, OFF(environment), "test", 0, 0, 0 },
@@ -74,9 +67,9 @@ static const struct key keys[] = {
 	{ "ksef", "request_timeout", K_DUR, OFF(request_timeout), "60s", MIN_1MS, DAY_MS, 0 },
 	{ "ksef", "max_in_flight", K_INT, OFF(max_in_flight), "8", 1, 1000, 0 },
 	{ "ksef", "token_refresh_margin", K_DUR, OFF(token_refresh_margin), "60s", 0, DAY_MS, 0 },
-	{ "storage", "database", K_PATH, OFF(database), LOCALSTATEDIR "/lib/ksefd", 0, 0, 1 },
+	{ "storage", "database", K_PATH, OFF(database), "/var/lib/ksefd", 0, 0, 1 },
 	{ "storage", "map_size", K_SIZE, OFF(map_size), "1G", 1024 * 1024, NOMAX, 1 },
-	{ "api", "socket", K_PATH, OFF(api_socket), RUNSTATEDIR "/ksefd/ksefd.sock", 0, 0, 1 },
+	{ "api", "socket", K_PATH, OFF(api_socket), "/run/ksefd/ksefd.sock", 0, 0, 1 },
 	{ "api", "socket_mode", K_MODE, OFF(api_socket_mode), "0660", 0, 0, 0 },
 	{ "api", "listen", K_LISTEN, OFF(api_listen), NULL, 0, 0, 1 },
 	{ "api", "token_file", K_SECRET, OFF(api_token_file), NULL, 0, 0, 0 },
@@ -151,7 +144,7 @@ struct parse {
 	char		 section[64];
 	struct context_lines *ctxlines;	/* parallel to conf->contexts */
 	int		 seen[nitems(keys)];
-	int		 limit_seen[LIMIT_NGROUPS];
+	int		 limit_seen[RL_NGROUPS];
 	int		 global_seen;	/* a key outside any section */
 };
 
@@ -605,43 +598,26 @@ conf_value_set(const struct parse *p, const struct key *k,
 	fatalx("conf: unknown key type %d", (int)k->type);
 }
 
-/* Parse "official" or "PER_S PER_MIN PER_H" into a limit. */
+/* Parse "official", or "PER_S PER_MIN PER_H" (the limiter's syntax), into a limit. */
 static int
-limit_parse(const char *value, struct conf_limit *lim, char *err,
+limit_parse(int group, const char *value, struct conf_limit *l, char *err,
     size_t errlen)
 {
-	long long a, b, c;
-	int n = 0;
+	struct ratelimit_limits lim;
 
 	if (strcmp(value, "official") == 0) {
-		memset(lim, 0, sizeof(*lim));
+		memset(l, 0, sizeof(*l));
 		return 0;
 	}
-	if (sscanf(value, "%lld %lld %lld %n", &a, &b, &c, &n) != 3 ||
-	    value[n] != '\0' || !isdigit((unsigned char)*value)) {
-		snprintf(err, errlen, "%s: expected `official` or three numbers "
-		    "PER_S PER_MIN PER_H", conf_quote(value));
+	ratelimit_limits_default(group, &lim);
+	if (ratelimit_limits_parse(value, &lim, err, errlen) == -1) {
+		size_t n = strlen(err);
+
+		snprintf(err + n, errlen - n, " (or `official`)");
 		return -1;
 	}
-	if (a < 1 || b < 1 || c < 1) {
-		snprintf(err, errlen, "limits must be 1 or more (to stop a "
-		    "group, there is no way; use [limits] enabled = no to "
-		    "trust KSeF's 429s only)");
-		return -1;
-	}
-	if (a > b || b > c) {
-		snprintf(err, errlen, "limits must not shrink with the window "
-		    "(PER_S <= PER_MIN <= PER_H), got %lld %lld %lld", a, b, c);
-		return -1;
-	}
-	if (c > 1000000) {
-		snprintf(err, errlen, "PER_H %lld is above 1000000", c);
-		return -1;
-	}
-	lim->set = 1;
-	lim->per_s = a;
-	lim->per_min = b;
-	lim->per_h = c;
+	l->set = 1;
+	l->lim = lim;
 	return 0;
 }
 
@@ -694,12 +670,9 @@ static int
 conf_limits_key(struct parse *p, const char *name, const char *value)
 {
 	char err[512];
-	size_t g;
+	int g;
 
-	for (g = 0; g < LIMIT_NGROUPS; g++)
-		if (strcmp(name, conf_limit_groups[g]) == 0)
-			break;
-	if (g == LIMIT_NGROUPS)
+	if ((g = ratelimit_group_parse(name)) == -1)
 		return 0;
 	if (p->limit_seen[g]) {
 		conf_error(p, p->lineno, "duplicate key limits.%s (first at "
@@ -707,7 +680,7 @@ conf_limits_key(struct parse *p, const char *name, const char *value)
 		return 1;
 	}
 	p->limit_seen[g] = p->lineno;
-	if (limit_parse(value, &p->conf->limits[g], err, sizeof(err)) == -1)
+	if (limit_parse(g, value, &p->conf->limits[g], err, sizeof(err)) == -1)
 		conf_error(p, p->lineno, "limits.%s: %s", name, err);
 	return 1;
 }
@@ -1112,15 +1085,25 @@ conf_value_fmt(const struct conf *conf, const struct key *k, char *out,
 	}
 }
 
-/* "official" or "10 30 180". */
+/* "official", or the counts as written: "10 30 180", "60 - -". */
 static void
 limit_fmt(const struct conf_limit *l, char *out, size_t len)
 {
-	if (!l->set)
+	size_t o = 0;
+	int w;
+
+	if (!l->set) {
 		snprintf(out, len, "official");
-	else
-		snprintf(out, len, "%" PRId64 " %" PRId64 " %" PRId64,
-		    l->per_s, l->per_min, l->per_h);
+		return;
+	}
+	for (w = 0; w < RL_NWIN && o < len; w++) {
+		if (l->lim.max[w] == 0)
+			o += (size_t)snprintf(out + o, len - o, "%s-",
+			    w ? " " : "");
+		else
+			o += (size_t)snprintf(out + o, len - o, "%s%u",
+			    w ? " " : "", (unsigned)l->lim.max[w]);
+	}
 }
 
 /* NULL-safe string equality. */
@@ -1183,12 +1166,12 @@ conf_diff(const struct conf *old, const struct conf *new,
 		    !str_same(old->api_token, new->api_token))
 			conf_msgs_add(changed, xasprintf("api token changed"));
 	}
-	for (i = 0; i < LIMIT_NGROUPS; i++) {
+	for (i = 0; i < RL_NGROUPS; i++) {
 		limit_fmt(&old->limits[i], a, sizeof(a));
 		limit_fmt(&new->limits[i], b, sizeof(b));
 		if (strcmp(a, b) != 0)
 			conf_msgs_add(changed, xasprintf("limits.%s %s -> %s",
-			    conf_limit_groups[i], a, b));
+			    ratelimit_group_name((int)i), a, b));
 	}
 	conf_diff_contexts(old, new, changed);
 }

@@ -5,31 +5,16 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* Rate-limit groups of API.md §10, in the order of conf_limit_groups[]. */
-enum conf_limit_group {
-	LIMIT_ONLINE_SESSION,
-	LIMIT_INVOICE_SEND,
-	LIMIT_BATCH_SESSION,
-	LIMIT_INVOICE_STATUS,
-	LIMIT_SESSION_LIST,
-	LIMIT_SESSION_INVOICE_LIST,
-	LIMIT_SESSION_MISC,
-	LIMIT_INVOICE_METADATA,
-	LIMIT_INVOICE_EXPORT,
-	LIMIT_INVOICE_EXPORT_STATUS,
-	LIMIT_INVOICE_DOWNLOAD,
-	LIMIT_OTHER,
-	LIMIT_PUBLIC,
-	LIMIT_NGROUPS
-};
+#include "ratelimit.h"
 
-/* Config key names of the groups ("online_session", ...), indexed by the enum. */
-extern const char *const conf_limit_groups[LIMIT_NGROUPS];
-
-/* One [limits] override; set == 0 means "official" (the limiter's defaults). */
+/*
+ * One [limits] override.  set == 0 means "official": the limiter's own
+ * defaults.  Otherwise lim holds the counts (0 = window not limited) with
+ * the real window lengths.
+ */
 struct conf_limit {
 	int		 set;
-	int64_t		 per_s, per_min, per_h;
+	struct ratelimit_limits lim;
 };
 
 /* One [context NIP] section: a seller with its KSeF token (a secret). */
@@ -103,7 +88,7 @@ struct conf {
 	int64_t		 reconcile_stuck_after;
 	/* [limits] */
 	int		 limits_enabled;
-	struct conf_limit limits[LIMIT_NGROUPS];
+	struct conf_limit limits[RL_NGROUPS];	/* by enum ratelimit_group */
 	/* [alert] */
 	int		 alert_syslog;
 	char		*alert_command;

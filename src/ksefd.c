@@ -1,2 +1,334 @@
-/* ksefd: placeholder main, replaced by the process module. */
-int main(void) { return 0; }
+/* ksefd.c: the daemon's main(): options, config, pid file, daemon, signals, the one event loop. */
+#include "config.h"
+
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+
+#include "conf.h"
+#include "log.h"
+#include "store.h"
+#include "util.h"
+
+#define KSEFD_CONF_DEFAULT	SYSCONFDIR "/ksefd/ksefd.conf"
+
+struct ksefd {
+	struct event_base *base;
+	struct event	*ev_hup, *ev_term, *ev_int;
+	struct conf	*conf;
+	struct store	*store;
+	char		*pid_file;	/* the one we hold; NULL in the foreground */
+	int		 pid_fd;
+	int		 verbose;
+};
+
+static void
+usage(FILE *fp)
+{
+	fprintf(fp,
+"usage: ksefd [-dnvV] [-f file]\n"
+"\n"
+"ksefd submits invoices to KSeF, Poland's national e-invoicing system\n"
+"(API 2.0), exactly once each, and keeps the official receipt (UPO).\n"
+"\n"
+"Options:\n"
+"  -d          Stay in the foreground and log to standard error.  Without\n"
+"              -d, ksefd detaches, logs to syslog (facility daemon) and\n"
+"              writes its pid file (daemon.pid_file).\n"
+"  -f file     Read the configuration from file instead of\n"
+"              " KSEFD_CONF_DEFAULT ".\n"
+"  -n          Check the configuration and exit: print `configuration OK',\n"
+"              or every problem as `file:line: message'.  Secret files are\n"
+"              read and checked too.\n"
+"  -v          More verbose: once for debug messages, twice also for every\n"
+"              trace (log.trace = all).  Adds to log.level.\n"
+"  -V          Print the version and exit.\n"
+"  -h, --help  Print this help and exit.\n"
+"\n"
+"Files:\n"
+"  " KSEFD_CONF_DEFAULT "\n"
+"              The configuration; conf/ksefd.conf in the sources documents\n"
+"              every setting.\n"
+"  /run/ksefd.pid\n"
+"              The default pid file; locked while ksefd runs, so a second\n"
+"              ksefd refuses to start.\n"
+"  /var/lib/ksefd\n"
+"              The default database directory (LMDB).\n"
+"\n"
+"Signals:\n"
+"  SIGHUP      Reload the configuration.  The whole file is parsed again;\n"
+"              if it has errors they are logged with `config file F has\n"
+"              errors, not reloading' and ksefd keeps its old settings.\n"
+"              Otherwise the changes are applied and logged as `reloaded\n"
+"              configuration: ...'.  storage.*, api.socket, api.listen and\n"
+"              daemon.pid_file need a restart; changes to them are logged\n"
+"              as `needs restart' and the old values stay in force.\n"
+"  SIGTERM, SIGINT\n"
+"              Stop taking work, finish or abandon what is in flight,\n"
+"              commit the database and exit with status 0.\n"
+"\n"
+"Exit status:\n"
+"  0  normal shutdown, `configuration OK', -V or -h\n"
+"  1  bad configuration, another ksefd holds the pid file, the database\n"
+"     cannot be opened, or another start-up error (the reason is printed)\n"
+"  2  bad command line\n");
+}
+
+/*
+ * Take the pid file: lock it so a second ksefd cannot start while this one
+ * (or its daemon child, which inherits the lock) lives.  Exits on failure.
+ */
+static void
+ksefd_pidfile_lock(struct ksefd *k, const char *path)
+{
+	char buf[32];
+	ssize_t n;
+	int fd;
+
+	if ((fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644)) == -1)
+		fatal("ksefd: cannot open pid file %s", path);
+	if (flock(fd, LOCK_EX | LOCK_NB) == -1) {
+		if (errno != EWOULDBLOCK)
+			fatal("ksefd: cannot lock pid file %s", path);
+		n = read(fd, buf, sizeof(buf) - 1);
+		buf[n > 0 ? n : 0] = '\0';
+		buf[strcspn(buf, "\n")] = '\0';
+		fatalx("ksefd: another ksefd (pid %s) is running: it holds the "
+		    "pid file %s", n > 0 ? log_escape(buf, strlen(buf), 20) :
+		    "unknown", path);
+	}
+	k->pid_fd = fd;
+	k->pid_file = xstrdup(path);
+}
+
+/* Write our pid into the locked pid file. */
+static void
+ksefd_pidfile_write(struct ksefd *k)
+{
+	char buf[32];
+	int n;
+
+	n = snprintf(buf, sizeof(buf), "%ld\n", (long)getpid());
+	if (ftruncate(k->pid_fd, 0) == -1 ||
+	    pwrite(k->pid_fd, buf, (size_t)n, 0) != n)
+		fatal("ksefd: cannot write pid file %s", k->pid_file);
+}
+
+/*
+ * Detach: the parent waits until the child reports that it started (then
+ * exits 0) or dies (then exits 1), so start-up errors still reach the
+ * terminal and the exit status.  Returns the write end of the report pipe
+ * in the child.
+ */
+static int
+ksefd_daemonize(void)
+{
+	int fds[2], status;
+	pid_t pid;
+	ssize_t n;
+	char c;
+
+	if (pipe2(fds, O_CLOEXEC) == -1)
+		fatal("ksefd: pipe");
+	if ((pid = fork()) == -1)
+		fatal("ksefd: fork");
+	if (pid == 0) {
+		close(fds[0]);
+		if (setsid() == -1)
+			fatal("ksefd: setsid");
+		if (chdir("/") == -1)
+			fatal("ksefd: chdir /");
+		return fds[1];
+	}
+	close(fds[1]);
+	do
+		n = read(fds[0], &c, 1);
+	while (n == -1 && errno == EINTR);
+	if (n == 1)
+		_exit(0);
+	while (waitpid(pid, &status, 0) == -1 && errno == EINTR)
+		;
+	_exit(1);
+}
+
+/* Tell the waiting parent we are up, and leave the terminal. */
+static void
+ksefd_detach_done(int report_fd)
+{
+	int fd;
+
+	if ((fd = open("/dev/null", O_RDWR)) == -1)
+		fatal("ksefd: /dev/null");
+	if (write(report_fd, "1", 1) != 1)
+		fatal("ksefd: cannot report start-up to the parent");
+	close(report_fd);
+	if (dup2(fd, STDIN_FILENO) == -1 || dup2(fd, STDOUT_FILENO) == -1 ||
+	    dup2(fd, STDERR_FILENO) == -1)
+		fatal("ksefd: dup2");
+	if (fd > STDERR_FILENO)
+		close(fd);
+}
+
+static void
+ksefd_sighup_cb(evutil_socket_t sig, short what, void *arg)
+{
+	struct ksefd *k = arg;
+
+	log_info("ksefd: SIGHUP received, reloading %s", k->conf->file);
+	conf_reload(&k->conf, k->verbose);
+}
+
+/* SIGTERM/SIGINT: leave the loop; main() then winds down in order. */
+static void
+ksefd_sigterm_cb(evutil_socket_t sig, short what, void *arg)
+{
+	struct ksefd *k = arg;
+
+	log_info("ksefd: %s received, shutting down",
+	    sig == SIGINT ? "SIGINT" : "SIGTERM");
+	event_base_loopexit(k->base, NULL);
+}
+
+/* Register a libevent signal handler. */
+static struct event *
+ksefd_signal_add(struct ksefd *k, int sig,
+    void (*cb)(evutil_socket_t, short, void *))
+{
+	struct event *ev;
+
+	if ((ev = evsignal_new(k->base, sig, cb, k)) == NULL ||
+	    evsignal_add(ev, NULL) == -1)
+		fatalx("ksefd: cannot handle signal %d", sig);
+	return ev;
+}
+
+/* Load the config, or print every error and exit 1. */
+static struct conf *
+ksefd_conf_load(const char *path, int checkonly)
+{
+	struct conf_msgs errs = { NULL, 0 };
+	struct conf *conf;
+	size_t i;
+
+	if ((conf = conf_load(path, &errs)) != NULL)
+		return conf;
+	for (i = 0; i < errs.n; i++)
+		fprintf(stderr, "%s\n", errs.v[i]);
+	if (!checkonly)
+		fprintf(stderr, "ksefd: config file %s has errors, not "
+		    "starting\n", path);
+	conf_msgs_free(&errs);
+	exit(1);
+}
+
+int
+main(int argc, char *argv[])
+{
+	static const struct option longopts[] = {
+		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
+		{ NULL, 0, NULL, 0 },
+	};
+	struct ksefd k;
+	const char *conffile = KSEFD_CONF_DEFAULT;
+	char err[512];
+	int ch, foreground = 0, checkonly = 0, report_fd = -1;
+
+	memset(&k, 0, sizeof(k));
+	k.pid_fd = -1;
+	while ((ch = getopt_long(argc, argv, "df:hnvV", longopts, NULL)) != -1) {
+		switch (ch) {
+		case 'd':
+			foreground = 1;
+			break;
+		case 'f':
+			conffile = optarg;
+			break;
+		case 'h':
+			usage(stdout);
+			return 0;
+		case 'n':
+			checkonly = 1;
+			break;
+		case 'v':
+			k.verbose++;
+			break;
+		case 'V':
+			printf("ksefd %s\n", PACKAGE_VERSION);
+			return 0;
+		default:
+			usage(stderr);
+			return 2;
+		}
+	}
+	if (optind != argc) {
+		usage(stderr);
+		return 2;
+	}
+
+	log_init("ksefd", 1, LOG_LVL_INFO + k.verbose);
+	k.conf = ksefd_conf_load(conffile, checkonly);
+	if (checkonly) {
+		printf("configuration OK\n");
+		conf_free(k.conf);
+		return 0;
+	}
+	conf_log_apply(k.conf, k.verbose);
+
+	if (!foreground) {
+		ksefd_pidfile_lock(&k, k.conf->pid_file);
+		report_fd = ksefd_daemonize();
+		ksefd_pidfile_write(&k);
+	}
+	/* Writes to a closed socket must come back as EPIPE, not kill us. */
+	signal(SIGPIPE, SIG_IGN);
+
+	if ((k.base = event_base_new()) == NULL)
+		fatalx("ksefd: cannot create the event base");
+	k.ev_hup = ksefd_signal_add(&k, SIGHUP, ksefd_sighup_cb);
+	k.ev_term = ksefd_signal_add(&k, SIGTERM, ksefd_sigterm_cb);
+	k.ev_int = ksefd_signal_add(&k, SIGINT, ksefd_sigterm_cb);
+
+	/* INTEGRATION POINT (store): store_open() here once src/store.c is built. */
+	(void)err;
+
+	if (!foreground) {
+		ksefd_detach_done(report_fd);
+		log_init("ksefd", 0, log_getlevel());
+	}
+	log_info("ksefd: ksefd %s started: KSeF %s (%s), %zu context%s, "
+	    "database %s", PACKAGE_VERSION, k.conf->environment,
+	    k.conf->base_url, k.conf->ncontexts, k.conf->ncontexts == 1 ?
+	    "" : "s", k.conf->database);
+
+	if (event_base_dispatch(k.base) == -1)
+		log_warnx("ksefd: event loop failed");
+
+	/* Shutdown: nothing new is taken now; commit what is pending. */
+	/* INTEGRATION POINT (store): store_flush() and store_close() here. */
+	event_free(k.ev_hup);
+	event_free(k.ev_term);
+	event_free(k.ev_int);
+	event_base_free(k.base);
+	conf_reload_hooks_clear();
+	conf_free(k.conf);
+	if (k.pid_file != NULL) {
+		unlink(k.pid_file);
+		close(k.pid_fd);
+		free(k.pid_file);
+	}
+	log_info("ksefd: exiting");
+	return 0;
+}

@@ -164,7 +164,7 @@ test_defaults(void)
 	if ((c = load_ok("min.conf", "[context 1234563218]\n"
 	    "token_file = tok\n")) == NULL)
 		return;
-	is_str(c->pid_file, RUNSTATEDIR "/ksefd.pid", "daemon.pid_file");
+	is_str(c->pid_file, "/run/ksefd.pid", "daemon.pid_file");
 	is_int(c->log_level, LOG_LVL_INFO, "log.level");
 	is_int(c->log_trace, 0, "log.trace");
 	is_int(c->env, CONF_ENV_TEST, "ksef.environment");
@@ -178,9 +178,9 @@ test_defaults(void)
 	is_int(c->request_timeout, 60000, "ksef.request_timeout");
 	is_int(c->max_in_flight, 8, "ksef.max_in_flight");
 	is_int(c->token_refresh_margin, 60000, "ksef.token_refresh_margin");
-	is_str(c->database, LOCALSTATEDIR "/lib/ksefd", "storage.database");
+	is_str(c->database, "/var/lib/ksefd", "storage.database");
 	is_int(c->map_size, 1024LL * 1024 * 1024, "storage.map_size");
-	is_str(c->api_socket, RUNSTATEDIR "/ksefd/ksefd.sock", "api.socket");
+	is_str(c->api_socket, "/run/ksefd/ksefd.sock", "api.socket");
 	is_int(c->api_socket_mode, 0660, "api.socket_mode");
 	ok(c->api_listen == NULL && c->api_token_file == NULL &&
 	    c->api_token == NULL, "api.listen, api.token_file off");
@@ -199,10 +199,10 @@ test_defaults(void)
 	is_int(c->reconcile_interval, 3600000, "reconcile.interval");
 	is_int(c->reconcile_stuck_after, 7200000, "reconcile.stuck_after");
 	ok(c->limits_enabled, "limits.enabled");
-	for (i = 0; i < LIMIT_NGROUPS; i++)
+	for (i = 0; i < RL_NGROUPS; i++)
 		if (c->limits[i].set)
 			break;
-	ok(i == LIMIT_NGROUPS, "limits all official");
+	ok(i == RL_NGROUPS, "limits all official");
 	ok(c->alert_syslog, "alert.syslog");
 	ok(c->alert_command == NULL && c->alert_webhook == NULL,
 	    "alert.command, alert.webhook off");
@@ -233,6 +233,7 @@ test_values(void)
 	    "[storage]\ndatabase = /srv/db\nmap_size = 64M\n"
 	    "[api]\nlisten = [::1]:0\ntoken_file = tok2\nsocket_mode = 600\n"
 	    "[limits]\nenabled = no\ninvoice_send = 1 2 3\npublic = official\n"
+	    "other = 20 - -\n"
 	    "[alert]\nsyslog = off\nwebhook = https://hooks.example.com/k\n"
 	    "command = /usr/local/bin/page-me --urgent\n"
 	    "[reconcile]\ninterval = 0\n"
@@ -253,11 +254,17 @@ test_values(void)
 	is_str(c->api_token, "token-two", "API token read");
 	is_int(c->api_socket_mode, 0600, "octal mode without a leading 0");
 	ok(!c->limits_enabled, "limits off");
-	ok(c->limits[LIMIT_INVOICE_SEND].set &&
-	    c->limits[LIMIT_INVOICE_SEND].per_s == 1 &&
-	    c->limits[LIMIT_INVOICE_SEND].per_min == 2 &&
-	    c->limits[LIMIT_INVOICE_SEND].per_h == 3, "limit override");
-	ok(!c->limits[LIMIT_PUBLIC].set, "explicit official");
+	ok(c->limits[RL_GROUP_INVOICE_SEND].set &&
+	    c->limits[RL_GROUP_INVOICE_SEND].lim.max[RL_WIN_SEC] == 1 &&
+	    c->limits[RL_GROUP_INVOICE_SEND].lim.max[RL_WIN_MIN] == 2 &&
+	    c->limits[RL_GROUP_INVOICE_SEND].lim.max[RL_WIN_HOUR] == 3 &&
+	    c->limits[RL_GROUP_INVOICE_SEND].lim.window_ms[RL_WIN_HOUR] ==
+	    3600000, "limit override, with the real windows");
+	ok(!c->limits[RL_GROUP_PUBLIC].set, "explicit official");
+	ok(c->limits[RL_GROUP_OTHER].set &&
+	    c->limits[RL_GROUP_OTHER].lim.max[RL_WIN_SEC] == 20 &&
+	    c->limits[RL_GROUP_OTHER].lim.max[RL_WIN_MIN] == 0,
+	    "`-` leaves a window unlimited");
 	ok(!c->alert_syslog, "alert.syslog off");
 	is_str(c->alert_command, "/usr/local/bin/page-me --urgent",
 	    "command with arguments");
@@ -319,7 +326,7 @@ static const char diff_b[] =
 	"[log]\nlevel = debug\ntrace = ksef,http\n"
 	"[retry]\nbackoff_max = 1h\n"
 	"[storage]\ndatabase = /tmp/db2\n"
-	"[limits]\ninvoice_send = official\nother = 1 2 3\n"
+	"[limits]\ninvoice_send = official\nother = 1 - 3\n"
 	"[context 1234563218]\ntoken_file = tok\nname = B\n"
 	"[context 9876543210]\ntoken_file = tok2\n";
 
@@ -346,7 +353,7 @@ test_diff(void)
 		"log.trace none -> http,ksef",
 		"retry.backoff_max 30m -> 1h",
 		"limits.invoice_send 5 20 100 -> official",
-		"limits.other official -> 1 2 3",
+		"limits.other official -> 1 - 3",
 		"context 5265877635 removed",
 		"context 1234563218 name changed",
 		"context 9876543210 added",
