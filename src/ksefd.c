@@ -19,7 +19,6 @@
 
 #include "conf.h"
 #include "log.h"
-#include "store.h"
 #include "util.h"
 
 #define KSEFD_CONF_DEFAULT	SYSCONFDIR "/ksefd/ksefd.conf"
