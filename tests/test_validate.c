@@ -312,6 +312,71 @@ test_dates(struct validator *v)
 	free(b);
 }
 
+/* Replace the first `from` in a file's text by `to`; NULL if absent. Caller frees. */
+static char *
+variant(const char *name, const char *from, const char *to, size_t *len)
+{
+	unsigned char *b;
+	char *p, *out;
+	size_t n;
+
+	if ((b = load("valid", name, &n)) == NULL)
+		return NULL;
+	if ((p = strstr((char *)b, from)) == NULL) {
+		free(b);
+		return NULL;
+	}
+	out = xasprintf("%.*s%s%s", (int)(p - (char *)b), b, to, p + strlen(from));
+	*len = strlen(out);
+	free(b);
+	return out;
+}
+
+/* Where readings differ by kind of invoice, rules warn instead of refusing. */
+static void
+test_severities(struct validator *v)
+{
+	static const struct {
+		const char *file, *from, *to, *rule;
+		int sev;
+	} t[] = {
+		{ "extra-fa3-kor.xml", "<P_11>100.00</P_11>", "<P_11>-100.00</P_11>",
+		  "line.net", VALIDATE_WARNING },
+		{ "extra-fa3-kor.xml", "<P_15>-123.00</P_15>", "<P_15>-120.00</P_15>",
+		  "totals.gross", VALIDATE_WARNING },
+		{ "extra-fa3-kor.xml", "<P_14_1>-23.00</P_14_1>",
+		  "<P_14_1>5.00</P_14_1>", "totals.gross", VALIDATE_WARNING },
+		{ "extra-fa3-zal.xml", "<P_14_1>186.99</P_14_1>",
+		  "<P_14_1>150.00</P_14_1>", "totals.rate", VALIDATE_WARNING },
+		{ "extra-fa3-gross.xml", "<P_13_2>92.59</P_13_2>",
+		  "<P_13_2>92.00</P_13_2>", "totals.rate", VALIDATE_ERROR },
+		{ "extra-fa3-eur-exempt.xml", "<P_13_7>100.00</P_13_7>",
+		  "<P_13_7>10.00</P_13_7>", "totals.rate", VALIDATE_ERROR },
+	};
+	struct validate_result r;
+	size_t i, k, len;
+	char *b;
+	int found;
+
+	for (i = 0; i < nitems(t); i++) {
+		if ((b = variant(t[i].file, t[i].from, t[i].to, &len)) == NULL) {
+			ok(0, "variant of %s", t[i].file);
+			continue;
+		}
+		validate_invoice(v, b, len, &r);
+		for (found = 0, k = 0; k < r.nproblems; k++)
+			if (strcmp(r.problems[k].rule, t[i].rule) == 0 &&
+			    (int)r.problems[k].severity == t[i].sev)
+				found = 1;
+		if (!ok(found && r.ok == (t[i].sev == VALIDATE_WARNING),
+		    "%s with %s: %s %s", t[i].file, t[i].to, t[i].rule,
+		    validate_severity_name(t[i].sev)))
+			show(&r);
+		validate_result_free(&r);
+		free(b);
+	}
+}
+
 /* Bad parameters are refused with a message. */
 static void
 test_params(void)
@@ -384,6 +449,7 @@ main(void)
 	test_sizes(v2);
 	test_identity(v2);
 	test_dates(v2);
+	test_severities(v2);
 	test_repeat(v2);
 	validator_free(v2);
 	validator_free(v3);
