@@ -187,7 +187,7 @@ validate_problem_add(struct validate_result *res, enum validate_severity sev,
 	int line = 0;
 	char *path = NULL;
 
-	if (node != NULL) {
+	if (node != NULL && res->nproblems < VALIDATE_MAX_PROBLEMS) {
 		line = (int)xmlGetLineNo(node);
 		if (line < 0)
 			line = 0;
@@ -551,6 +551,11 @@ schema_error_cb(void *ud, xmlErrorPtr e)
 
 	if (v->cur == NULL)
 		return;
+	if (v->cur->nproblems >= VALIDATE_MAX_PROBLEMS) {	/* count only */
+		problem_add(v->cur, e->level == XML_ERR_WARNING ?
+		    VALIDATE_WARNING : VALIDATE_ERROR, "schema", 0, 0, "-");
+		return;
+	}
 	msg = schema_message(e->message ? e->message : "schema error");
 	if (node != NULL && node->type == XML_ELEMENT_NODE && line <= 0)
 		line = (int)xmlGetLineNo(node);

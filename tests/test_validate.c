@@ -377,6 +377,38 @@ test_severities(struct validator *v)
 	}
 }
 
+/* 500 bad lines: 100 problems listed, all counted; paths keep their index. */
+static void
+test_many_errors(struct validator *v)
+{
+	static const char line[] = "        <FaWiersz>\n"
+	    "            <NrWierszaFa>1</NrWierszaFa>\n"
+	    "            <P_12>24</P_12>\n        </FaWiersz>\n";
+	struct validate_result r;
+	struct buf b;
+	unsigned char *t;
+	char *p;
+	size_t len;
+	int i;
+
+	if ((t = load("valid", "fa3-java-invoice-template_v3.xml", &len)) == NULL)
+		return;
+	p = strstr((char *)t, "        <FaWiersz>");
+	buf_init(&b);
+	buf_add(&b, t, p - (char *)t);
+	for (i = 0; i < 500; i++)
+		buf_addstr(&b, line);
+	buf_addstr(&b, p);
+	validate_invoice(v, b.data, b.len, &r);
+	ok(!r.ok && r.nproblems == VALIDATE_MAX_PROBLEMS && r.nerrors == 500,
+	    "500 schema errors: %zu listed, %zu counted", r.nproblems, r.nerrors);
+	is_str(r.problems[99].path, "/Faktura/Fa/FaWiersz[100]/P_12",
+	    "the 100th problem's path");
+	validate_result_free(&r);
+	buf_free(&b);
+	free(t);
+}
+
 /* Bad parameters are refused with a message. */
 static void
 test_params(void)
@@ -450,6 +482,7 @@ main(void)
 	test_identity(v2);
 	test_dates(v2);
 	test_severities(v2);
+	test_many_errors(v2);
 	test_repeat(v2);
 	validator_free(v2);
 	validator_free(v3);
