@@ -133,6 +133,25 @@ round_page(size_t n)
 	return (n + p - 1) / p * p;
 }
 
+/*
+ * Begin a transaction.  If another process (a second ksefd tool on the same
+ * database) grew the map, adopt its size and try again.
+ */
+static int
+store_txn_begin(struct store *s, unsigned int flags, MDB_txn **txn)
+{
+	MDB_envinfo info;
+	int rc;
+
+	if ((rc = mdb_txn_begin(s->env, NULL, flags, txn)) != MDB_MAP_RESIZED)
+		return rc;
+	if ((rc = mdb_env_set_mapsize(s->env, 0)) != 0)
+		return rc;
+	if (mdb_env_info(s->env, &info) == 0)
+		s->map_size = info.me_mapsize;
+	return mdb_txn_begin(s->env, NULL, flags, txn);
+}
+
 /* ---- opening ---- */
 
 /* Open the databases and check (or write) the schema version; read the last audit seq. */
@@ -147,7 +166,7 @@ store_init_schema(struct store *s, char *err, size_t errlen)
 	char vbuf[16];
 	int rc, i;
 
-	if ((rc = mdb_txn_begin(s->env, NULL, 0, &txn)) != 0) {
+	if ((rc = store_txn_begin(s, 0, &txn)) != 0) {
 		errf(err, errlen, "store: %s: %s", s->path, mdb_strerror(rc));
 		return -1;
 	}
@@ -357,7 +376,7 @@ store_group_regrow(struct store *s)
 		s->st.grows++;
 		log_info("store: database map full, grown from %zu to %zu bytes", old,
 		    s->map_size);
-		if ((rc = mdb_txn_begin(s->env, NULL, 0, &s->wtxn)) != 0) {
+		if ((rc = store_txn_begin(s, 0, &s->wtxn)) != 0) {
 			s->wtxn = NULL;
 			return rc;
 		}
@@ -380,7 +399,7 @@ store_group_join(struct store *s)
 		return -1;
 	if (s->wtxn != NULL)
 		return 0;
-	if ((rc = mdb_txn_begin(s->env, NULL, 0, &s->wtxn)) != 0) {
+	if ((rc = store_txn_begin(s, 0, &s->wtxn)) != 0) {
 		s->wtxn = NULL;
 		store_group_fail(s, "begin", mdb_strerror(rc));
 		return -1;
@@ -544,7 +563,7 @@ store_read_begin(struct store *s)
 		return s->wtxn;
 	if (s->rdepth++ > 0)
 		return s->rtxn;
-	if ((rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &s->rtxn)) != 0) {
+	if ((rc = store_txn_begin(s, MDB_RDONLY, &s->rtxn)) != 0) {
 		s->rdepth = 0;
 		s->rtxn = NULL;
 		log_warnx("store: read: %s", mdb_strerror(rc));

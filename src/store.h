@@ -61,7 +61,7 @@ struct store_due {
  */
 struct store *store_open(struct event_base *, const char *path, size_t map_size,
 	    int flags, char *err, size_t errlen);
-/* Commit a pending group (running its callbacks) and close. */
+/* Commit a pending group (running its callbacks) and close; before freeing the event base. */
 void	 store_close(struct store *);
 /* Commit the pending group now and run its callbacks; STORE_COMMITTED or STORE_FAILED. */
 int	 store_flush(struct store *);

@@ -333,6 +333,38 @@ test_map_growth(const char *dir)
 	store_close(s);
 }
 
+/* Another process grows the map under an open store: the store adopts the new size. */
+static void
+test_map_resized(const char *dir)
+{
+	struct store *s = fixture_open(NULL, dir, 64 * 1024), *c;
+	struct record_invoice inv;
+	unsigned char *doc;
+	int status, i, good = 0;
+	pid_t pid;
+
+	if ((pid = fork()) == 0) {
+		c = fixture_open(NULL, dir, 64 * 1024);
+		doc = xcalloc(1, 30000);
+		for (i = 0; i < 100; i++) {
+			fixture_invoice(&inv, 6, i);
+			store_invoice_add(c, &inv, doc, 30000, NULL);
+			record_invoice_free(&inv);
+		}
+		_exit(store_flush(c) == STORE_COMMITTED ? 0 : 1);
+	}
+	waitpid(pid, &status, 0);
+	ok(WIFEXITED(status) && WEXITSTATUS(status) == 0, "another process wrote 3 MB");
+	for (i = 0; i < 100; i++)
+		good += exists(s, 6, i);
+	is_int(good, 100, "this process reads it all through its adopted map size");
+	fixture_invoice(&inv, 6, 100);
+	ok(store_invoice_add(s, &inv, "<x/>", 4, NULL) == 0 && store_flush(s) == STORE_COMMITTED,
+	    "and writes on");
+	record_invoice_free(&inv);
+	store_close(s);
+}
+
 /* ---- schema versions ---- */
 
 static void
@@ -589,6 +621,10 @@ main(void)
 
 	dir = fixture_dir();
 	test_map_growth(dir);
+	fixture_rmdir(dir);
+
+	dir = fixture_dir();
+	test_map_resized(dir);
 	fixture_rmdir(dir);
 
 	test_schema();
