@@ -17,6 +17,7 @@ backoff_mix(uint64_t z)
 	return z ^ (z >> 31);
 }
 
+/* FNV-1a over the key, mixed with the attempt number. */
 uint64_t
 backoff_rand(const void *key, size_t keylen, uint32_t attempt)
 {
@@ -83,6 +84,7 @@ backoff_slots(int64_t min, int64_t max, uint32_t k)
 	return s + (int64_t)(k - i + 1) * max;
 }
 
+/* first + nominal slots of the earlier attempts + jitter in [min, cap(n)]. */
 int64_t
 backoff_next(const struct backoff_policy *p, int64_t first_ms,
     uint32_t attempts, uint64_t rnd, int64_t not_before)
@@ -165,6 +167,7 @@ breaker_open(struct breaker *b, const struct breaker_policy *p, int64_t now,
 	b->probing = 0;
 }
 
+/* Open until open_until, then one probe at a time. */
 int
 breaker_allow(struct breaker *b, int64_t now)
 {
@@ -206,6 +209,7 @@ breaker_factor(const struct breaker *b)
 	return b->state == BREAKER_CLOSED ? b->factor : 0;
 }
 
+/* Close after a probe; otherwise ramp up and decay the penalty. */
 void
 breaker_success(struct breaker *b, const struct breaker_policy *p)
 {
@@ -231,6 +235,7 @@ breaker_success(struct breaker *b, const struct breaker_policy *p)
 	}
 }
 
+/* Count toward opening; a failed probe reopens with a longer penalty. */
 void
 breaker_failure(struct breaker *b, const struct breaker_policy *p, int64_t now)
 {
@@ -251,6 +256,7 @@ breaker_failure(struct breaker *b, const struct breaker_policy *p, int64_t now)
 	}
 }
 
+/* Open now; if already open, only extend to `until`. */
 void
 breaker_outage(struct breaker *b, const struct breaker_policy *p, int64_t now,
     int64_t until)

@@ -311,6 +311,7 @@ http_defer_cb(evutil_socket_t fd, short what, void *arg)
 	http_leave(h);
 }
 
+/* Multi handle with our socket and timer callbacks; curl initialised once. */
 struct http *
 http_new(struct event_base *base, const struct http_options *opt)
 {
@@ -345,6 +346,7 @@ http_new(struct event_base *base, const struct http_options *opt)
 	return h;
 }
 
+/* Finish every request with a callback, then clean up while base exists. */
 void
 http_free(struct http *h)
 {
@@ -438,6 +440,7 @@ http_token_valid(const char *s)
 	return 1;
 }
 
+/* Append "name: value"; refuse what could split the header block. */
 void
 http_request_header_add(struct http_request *req, const char *name,
     const char *value)
@@ -520,6 +523,7 @@ http_host_loopback(const char *host)
 	    memcmp(&a6, &in6addr_loopback, sizeof(a6)) == 0;
 }
 
+/* https anywhere; http only to 127/8, ::1 or localhost. */
 int
 http_url_check(const char *url, char *err, size_t errlen)
 {
@@ -561,6 +565,7 @@ http_url_check(const char *url, char *err, size_t errlen)
 	return rc;
 }
 
+/* Delta-seconds, or one of the three HTTP-date forms relative to now_ms. */
 int64_t
 http_retry_after_parse(const char *v, int64_t now_ms)
 {
@@ -727,6 +732,7 @@ http_trace_request(const struct http_request *req)
 	}
 }
 
+/* Check, set up and add to the multi handle; refusals go through the defer timer. */
 void
 http_request_start(struct http *h, struct http_request *req,
     void (*cb)(struct http_response *, void *), void *arg)
@@ -812,6 +818,7 @@ http_request_detach(struct http *h, struct http_request *req)
 	}
 }
 
+/* Remove the transfer now and free the request without a callback. */
 void
 http_request_cancel(struct http *h, struct http_request *req)
 {

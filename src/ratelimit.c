@@ -93,6 +93,7 @@ ratelimit_limits_default(int group, struct ratelimit_limits *l)
 	}
 }
 
+/* "PER_S PER_MIN PER_H" into out->max; errors name the field. */
 int
 ratelimit_limits_parse(const char *value, struct ratelimit_limits *out,
     char *err, size_t errlen)
@@ -214,6 +215,7 @@ ratelimit_free(struct ratelimit *rl)
 	free(rl);
 }
 
+/* Latest of now, the pause, and the time each full window frees a slot. */
 int64_t
 ratelimit_next_allowed(const struct ratelimit *rl, int64_t now)
 {
@@ -235,6 +237,7 @@ ratelimit_next_allowed(const struct ratelimit *rl, int64_t now)
 	return t;
 }
 
+/* Remember a start; forget starts older than the horizon. */
 void
 ratelimit_record(struct ratelimit *rl, int64_t now)
 {
@@ -288,6 +291,7 @@ rl_count_after(const struct ratelimit *rl, int64_t t)
 	return rl->n - lo;
 }
 
+/* Slots left per window, counted by binary search over the sorted ring. */
 void
 ratelimit_headroom(const struct ratelimit *rl, int64_t now,
     int64_t out[RL_NWIN])
@@ -326,6 +330,7 @@ rl_get64(const unsigned char *p)
 	return v;
 }
 
+/* "KRL", version, u32 count, i64 pause, then the starts; big-endian. */
 void
 ratelimit_encode(const struct ratelimit *rl, struct buf *b)
 {
@@ -347,6 +352,7 @@ ratelimit_encode(const struct ratelimit *rl, struct buf *b)
 	}
 }
 
+/* Validate everything before touching the limiter. */
 int
 ratelimit_decode(struct ratelimit *rl, const void *data, size_t len,
     char *err, size_t errlen)
