@@ -637,8 +637,12 @@ api_start(struct event_base *base, const struct api_params *p,
 		api->tcp_port = port;
 	}
 	api_update(api, p->token, p->max_body);
-	log_info("api: listening on %s%s%s", p->socket_path,
-	    p->listen ? " and " : "", p->listen ? p->listen : "");
+	if (p->listen != NULL)
+		log_info("api: listening on %s and %s%s%s:%d", p->socket_path,
+		    strchr(host, ':') ? "[" : "", host,
+		    strchr(host, ':') ? "]" : "", api->tcp_port);
+	else
+		log_info("api: listening on %s", p->socket_path);
 	return api;
 }
 
