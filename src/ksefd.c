@@ -19,6 +19,7 @@
 
 #include "conf.h"
 #include "log.h"
+#include "store.h"
 #include "util.h"
 
 #define KSEFD_CONF_DEFAULT	SYSCONFDIR "/ksefd/ksefd.conf"
@@ -300,8 +301,9 @@ main(int argc, char *argv[])
 	k.ev_term = ksefd_signal_add(&k, SIGTERM, ksefd_sigterm_cb);
 	k.ev_int = ksefd_signal_add(&k, SIGINT, ksefd_sigterm_cb);
 
-	/* INTEGRATION POINT (store): store_open() here once src/store.c is built. */
-	(void)err;
+	if ((k.store = store_open(k.base, k.conf->database,
+	    (size_t)k.conf->map_size, 0, err, sizeof(err))) == NULL)
+		fatalx("ksefd: %s", err);
 
 	if (!foreground) {
 		ksefd_detach_done(report_fd);
@@ -316,7 +318,9 @@ main(int argc, char *argv[])
 		log_warnx("ksefd: event loop failed");
 
 	/* Shutdown: nothing new is taken now; commit what is pending. */
-	/* INTEGRATION POINT (store): store_flush() and store_close() here. */
+	if (store_flush(k.store) != STORE_COMMITTED)
+		log_warnx("ksefd: the last changes could not be committed");
+	store_close(k.store);
 	event_free(k.ev_hup);
 	event_free(k.ev_term);
 	event_free(k.ev_int);

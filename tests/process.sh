@@ -76,12 +76,20 @@ like group.out 'group\.conf:[0-9]+: context 1234563218: token_file: secret file 
 unlike group.out 'test-token' "the token is not printed"
 chmod 600 "$T_TMP/tokens/1234563218"
 
+# --- a database that cannot be opened --------------------------------------
+: >not-a-dir
+ksefd_conf nodb.conf "$T_TMP/not-a-dir/db"
+run_capped 10 "$KSEFD" -d -f nodb.conf >nodb.out 2>&1
+is "$?" 1 "a database that cannot be opened: ksefd exits 1"
+like nodb.out "$T_TMP/not-a-dir/db" "and names it"
+
 # --- a running ksefd: reloads and SIGTERM -----------------------------------
 ksefd_conf run.conf
 cp run.conf run-orig.conf
 if ksefd_start -f run.conf; then pass "ksefd -d starts"; else
 	fail "ksefd -d starts"; sed 's/^/# | /' "$KSEFD_LOG"; done_testing; fi
 like "$KSEFD_LOG" 'ksefd: ksefd [0-9.]+ started: KSeF test' "started line"
+ok "the store is opened at start (storage.database)" test -f "$T_TMP/db/data.mdb"
 
 sed 's/^level = info$/level = debug/' run-orig.conf >run.conf
 kill -HUP "$KSEFD_PID"
