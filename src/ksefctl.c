@@ -119,6 +119,7 @@ static const struct ctl_cmd ctl_cmds[] = {
 	  0, ctl_cmd_help },
 };
 
+/* The full help: options, every command of the table, environment, exit statuses. */
 static void
 ctl_usage_print(FILE *fp)
 {
@@ -696,6 +697,7 @@ ctl_submit_summary(struct ctl_submit *s, size_t nfiles)
 		    s->warned == 1 ? " was" : "s were");
 }
 
+/* submit FILE|DIR...: POST each invoice, report each outcome and a summary. */
 static int
 ctl_cmd_submit(struct ctl *ctl, const struct ctl_cmd *cmd, int argc,
     char **argv)
@@ -794,6 +796,7 @@ ctl_show_print(const json_t *inv)
 	json_decref(rows);
 }
 
+/* show ID: one record, readable or as JSON. */
 static int
 ctl_cmd_show(struct ctl *ctl, const struct ctl_cmd *cmd, int argc, char **argv)
 {
@@ -886,6 +889,7 @@ ctl_list_table(const json_t *all)
 		}
 }
 
+/* list: the filtered records, one page or (--all) every page. */
 static int
 ctl_cmd_list(struct ctl *ctl, const struct ctl_cmd *cmd, int argc, char **argv)
 {
