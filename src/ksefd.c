@@ -17,10 +17,14 @@
 
 #include <event2/event.h>
 
+#include "api.h"
 #include "conf.h"
+#include "intake.h"
 #include "log.h"
+#include "spool.h"
 #include "store.h"
 #include "util.h"
+#include "validate.h"
 
 #define KSEFD_CONF_DEFAULT	SYSCONFDIR "/ksefd/ksefd.conf"
 
@@ -29,6 +33,10 @@ struct ksefd {
 	struct event	*ev_hup, *ev_term, *ev_int;
 	struct conf	*conf;
 	struct store	*store;
+	struct validator *validator;
+	struct intake	*intake;
+	struct api	*api;
+	struct spool	*spool;	/* NULL without spool.directory */
 	char		*pid_file;	/* the one we hold; NULL in the foreground */
 	int		 pid_fd;
 	int		 verbose;
@@ -214,6 +222,116 @@ ksefd_signal_add(struct ksefd *k, int sig,
 	return ev;
 }
 
+/* A validator for `conf`: its sellers, FA(2) rule, tolerance, body limit. Caller frees. */
+static struct validator *
+ksefd_validator_new(const struct conf *conf, char *err, size_t errlen)
+{
+	struct validate_params vp;
+	struct validator *v;
+	const char **nips, *dir = getenv("KSEFD_SCHEMA_DIR");
+	size_t i;
+
+	nips = xcalloc(conf->ncontexts, sizeof(*nips));
+	for (i = 0; i < conf->ncontexts; i++)
+		nips[i] = conf->contexts[i].nip;
+	memset(&vp, 0, sizeof(vp));
+	vp.schema_dir = dir != NULL && *dir != '\0' ? dir : PKGDATADIR "/schemas";
+	vp.fa2_allowed = conf->fa2_allowed;
+	vp.nips = nips;
+	vp.nnips = conf->ncontexts;
+	vp.future_tolerance_ms = conf->future_tolerance;
+	vp.max_body = (size_t)conf->api_max_body;
+	v = validator_new(&vp, err, errlen);
+	free(nips);
+	return v;
+}
+
+/* Start the spool when configured; a failure is logged, the rest runs on. */
+static void
+ksefd_spool_start(struct ksefd *k, const struct conf *conf)
+{
+	char err[512];
+
+	if (conf->spool_directory == NULL)
+		return;
+	if ((k->spool = spool_start(k->base, conf->spool_directory,
+	    conf->spool_rescan_interval, (size_t)conf->api_max_body, k->intake,
+	    err, sizeof(err))) == NULL)
+		log_warnx("ksefd: spool not started: %s", err);
+}
+
+/* Start taking invoices: validator, intake, API listeners, spool. Exits on failure. */
+static void
+ksefd_intake_start(struct ksefd *k)
+{
+	struct api_params ap;
+	char err[512];
+
+	if ((k->validator = ksefd_validator_new(k->conf, err,
+	    sizeof(err))) == NULL)
+		fatalx("ksefd: %s", err);
+	k->intake = intake_new(k->store, k->validator);
+	memset(&ap, 0, sizeof(ap));
+	ap.socket_path = k->conf->api_socket;
+	ap.socket_mode = k->conf->api_socket_mode;
+	ap.listen = k->conf->api_listen;
+	ap.token = k->conf->api_token;
+	ap.max_body = (size_t)k->conf->api_max_body;
+	if ((k->api = api_start(k->base, &ap, k->store, k->intake, err,
+	    sizeof(err))) == NULL)
+		fatalx("ksefd: %s", err);
+	ksefd_spool_start(k, k->conf);
+}
+
+/* Reload hook: new validation rules, API token and limits, spool settings. */
+static void
+ksefd_reload_cb(const struct conf *old, const struct conf *new, void *arg)
+{
+	struct ksefd *k = arg;
+	struct validator *v;
+	char err[512];
+
+	if ((v = ksefd_validator_new(new, err, sizeof(err))) == NULL)
+		log_warnx("ksefd: %s; invoices are still checked by the old "
+		    "rules", err);
+	else {
+		intake_set_validator(k->intake, v);
+		validator_free(k->validator);
+		k->validator = v;
+	}
+	api_update(k->api, new->api_token, (size_t)new->api_max_body);
+	if ((old->spool_directory == NULL) != (new->spool_directory == NULL) ||
+	    (old->spool_directory != NULL &&
+	    strcmp(old->spool_directory, new->spool_directory) != 0)) {
+		spool_free(k->spool);
+		k->spool = NULL;
+		ksefd_spool_start(k, new);
+	} else if (k->spool != NULL)
+		spool_update(k->spool, new->spool_rescan_interval,
+		    (size_t)new->api_max_body);
+}
+
+/*
+ * Shutdown: take no more work, commit what is pending (which sends the
+ * answers that waited for it), give the loop one pass to write them out,
+ * then free everything.
+ */
+static void
+ksefd_shutdown(struct ksefd *k)
+{
+	api_stop(k->api);
+	spool_free(k->spool);
+	k->spool = NULL;
+	if (store_flush(k->store) != STORE_COMMITTED)
+		log_warnx("ksefd: the last changes could not be committed");
+	event_base_loop(k->base, EVLOOP_NONBLOCK);
+	api_free(k->api);
+	intake_free(k->intake);
+	validator_free(k->validator);
+	validate_shutdown();
+	store_close(k->store);
+}
+
 /* Load the config, or print every error and exit 1. */
 static struct conf *
 ksefd_conf_load(const char *path, int checkonly)
@@ -305,6 +423,9 @@ main(int argc, char *argv[])
 	    (size_t)k.conf->map_size, 0, err, sizeof(err))) == NULL)
 		fatalx("ksefd: %s", err);
 
+	ksefd_intake_start(&k);
+	conf_reload_hook_add(ksefd_reload_cb, &k);
+
 	if (!foreground) {
 		ksefd_detach_done(report_fd);
 		log_init("ksefd", 0, log_getlevel());
@@ -317,10 +438,7 @@ main(int argc, char *argv[])
 	if (event_base_dispatch(k.base) == -1)
 		log_warnx("ksefd: event loop failed");
 
-	/* Shutdown: nothing new is taken now; commit what is pending. */
-	if (store_flush(k.store) != STORE_COMMITTED)
-		log_warnx("ksefd: the last changes could not be committed");
-	store_close(k.store);
+	ksefd_shutdown(&k);
 	event_free(k.ev_hup);
 	event_free(k.ev_term);
 	event_free(k.ev_int);

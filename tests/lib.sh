@@ -16,6 +16,9 @@
 : "${top_srcdir:=$(cd "$(dirname "$0")/.." && pwd)}"
 : "${top_builddir:=$(pwd)}"
 KSEFD=${KSEFD:-$top_builddir/ksefd}
+# ksefd reads the XSDs from the source tree, not from an installed copy.
+KSEFD_SCHEMA_DIR=${KSEFD_SCHEMA_DIR:-$top_srcdir/schemas}
+export KSEFD_SCHEMA_DIR
 KSEFCTL=${KSEFCTL:-$top_builddir/ksefctl}
 
 T_N=0
