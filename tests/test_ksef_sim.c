@@ -203,6 +203,7 @@ main(int argc, char **argv)
 	struct ksef_ctx *ctx, *bad;
 	struct http *http2;
 	size_t before;
+	int64_t fetched;
 	struct record_session *sess;
 	struct ksef_invoice *inv;
 	struct ksef_query q;
@@ -268,6 +269,21 @@ main(int argc, char **argv)
 	    "access token refreshed");
 	wait_reset(&w);
 
+	/* States from expiry times: the margin counts. */
+	fetched = ctx->tok.access_expiry_ms;
+	ctx->tok.access_expiry_ms = time_now_ms() + 500;
+	is_int(ksef_ctx_token_state(ctx, time_now_ms()), KSEF_TOKEN_REFRESH,
+	    "access token inside the refresh margin: refresh due");
+	ctx->tok.access_expiry_ms = fetched;
+	ok(ksef_ctx_token_expiry(ctx) == fetched, "token expiry reported");
+
+	/* Keys near validTo are fetched again before they are used. */
+	ok(ksef_keys_fresh(ctx, time_now_ms()), "keys fresh");
+	ctx->key_sym.valid_to_ms = time_now_ms() + 60 * 1000;
+	ok(!ksef_keys_fresh(ctx, time_now_ms()), "keys within an hour of "
+	    "validTo: stale");
+	fetched = ctx->keys_fetched_ms;
+
 	/* Session and the official FA(3) sample. */
 	ksef_session_open(ctx, INV_FORM_FA3, wait_cb, &w);
 	ok(wait_for(&w, "session open")->outcome == KSEF_OK &&
@@ -277,6 +293,8 @@ main(int argc, char **argv)
 	wait_reset(&w);
 	if (sess == NULL)
 		fatalx("no session, cannot go on");
+	ok(ctx->keys_fetched_ms > fetched && ksef_keys_fresh(ctx,
+	    time_now_ms()), "stale keys fetched again by the session open");
 	ok(sess->session_ref != NULL && strlen(sess->session_ref) == 36 &&
 	    sess->state == SESS_ST_OPEN && sess->valid_until_ms >
 	    time_now_ms(), "session: reference, open, valid until later");
