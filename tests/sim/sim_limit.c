@@ -206,10 +206,11 @@ sim_limiter_hit(struct sim_limiter *lim, const struct sim_limits *l, const char 
 			}
 		}
 	if (wait > 0) {
+		/* each violation in a row adds a doubling penalty to what is left */
 		b->violations++;
 		b->last_violation = now;
-		ra = (wait + 999) / 1000;
-		ra <<= b->violations - 1 > 20 ? 20 : b->violations - 1;
+		ra = (wait + 999) / 1000 + ((int64_t)1 << (b->violations > 17 ? 16 :
+		    b->violations - 1)) - 1;
 		if (now + ra * 1000 > b->blocked_until)
 			b->blocked_until = now + ra * 1000;
 		return ra;

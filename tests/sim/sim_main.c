@@ -477,7 +477,7 @@ main(int argc, char **argv)
 	char err[400], host[256], *origin;
 	struct timeval tv;
 	int64_t iv;
-	int c, idx, port;
+	int c, idx, port, rc = 2;
 
 	memset(&m, 0, sizeof(m));
 	log_init("ksef-sim", 1, LOG_LVL_INFO);
@@ -487,9 +487,8 @@ main(int argc, char **argv)
 	while ((c = getopt_long(argc, argv, "vh", longopts, &idx)) != -1) {
 		if (c == 'h') {
 			fputs(usage_text, stdout);
-			sim_conf_free(&m.conf);
-			free(m.listen);
-			return 0;
+			rc = 0;
+			goto out;
 		}
 		if (c == 'v') {
 			m.verbose++;
@@ -497,27 +496,28 @@ main(int argc, char **argv)
 		}
 		if (c != 0) {
 			fputs(usage_text, stderr);
-			return 2;
+			goto out;
 		}
 		if (main_set(&m, longopts[idx].name, optarg, err, sizeof(err)) == -1) {
 			fprintf(stderr, "ksef-sim: %s\n", err);
-			return 2;
+			goto out;
 		}
 	}
 	if (optind != argc) {
 		fprintf(stderr, "ksef-sim: unexpected argument \"%s\"\n", argv[optind]);
-		return 2;
+		goto out;
 	}
 	if ((m.tls_cert == NULL) != (m.tls_key == NULL)) {
 		fprintf(stderr, "ksef-sim: --tls-cert and --tls-key go together\n");
-		return 2;
+		goto out;
 	}
 	if (m.verbose > 1)
 		log_setlevel(LOG_LVL_DEBUG);
 	signal(SIGPIPE, SIG_IGN);
 	if ((m.sim = sim_new(&m.conf, time_now_ms(), err, sizeof(err))) == NULL) {
 		fprintf(stderr, "ksef-sim: %s\n", err);
-		return 1;
+		rc = 1;
+		goto out;
 	}
 	if ((m.base = event_base_new()) == NULL || (m.http = evhttp_new(m.base)) == NULL)
 		fatalx("sim: libevent setup failed");
@@ -565,10 +565,13 @@ main(int argc, char **argv)
 	if (m.ssl != NULL)
 		SSL_CTX_free(m.ssl);
 	event_base_free(m.base);
+	rc = 0;
+out:
+	sim_conf_free(&m.conf);
 	xmlCatalogCleanup();
 	xmlCleanupParser();
 	free(m.listen);
 	free(m.tls_cert);
 	free(m.tls_key);
-	return 0;
+	return rc;
 }
