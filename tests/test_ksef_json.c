@@ -9,6 +9,7 @@
 #include "config.h"
 
 #include <dirent.h>
+#include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -278,8 +279,9 @@ test_replies(void)
 	struct http_response r;
 	struct ksef_result res;
 	size_t i, len;
-	char *body;
-	int rc;
+	char *body, logbuf[4096];
+	FILE *logf;
+	int rc, saved;
 
 	for (i = 0; i < nitems(t); i++) {
 		body = t[i].file != NULL ? load(t[i].file, &len) : NULL;
@@ -354,11 +356,30 @@ test_replies(void)
 	ksef_result_free(&res);
 	buf_free(&r.body);
 
-	/* A 2xx with garbage: transient, logged. */
-	reply_init(&r, 200, "<html>");
-	ksef_reply_garbage(&res, "test", &r, "not JSON");
+	/* A 2xx with garbage: transient, logged; a token body is not. */
+	reply_init(&r, 200, "{\"accessToken\":{\"token\":\"SECRET-JWT\"}}");
+	fflush(stderr);
+	saved = dup(2);
+	if ((logf = tmpfile()) == NULL || dup2(fileno(logf), 2) == -1)
+		fatal("tmpfile");
+	ksef_reply_garbage(&res, "redeem", &r, "validUntil missing", 1);
+	ksef_result_free(&res);
+	ksef_reply_garbage(&res, "test", &r, "not JSON", 0);
+	fflush(stderr);
+	dup2(saved, 2);
+	close(saved);
 	ok(res.outcome == KSEF_TRANSIENT && strstr(res.reason, "not JSON"),
 	    "2xx garbage: transient");
+	rewind(logf);
+	len = fread(logbuf, 1, sizeof(logbuf) - 1, logf);
+	logbuf[len] = '\0';
+	fclose(logf);
+	ok(strstr(logbuf, "redeem: unusable reply") != NULL &&
+	    strstr(logbuf, "not shown") != NULL, "garbage logged");
+	/* The first mention of the token must be in the second line. */
+	ok(strstr(logbuf, "SECRET-JWT") != NULL && strstr(logbuf,
+	    "SECRET-JWT") > strstr(logbuf, "test: unusable"),
+	    "a body that may hold a token is not logged; others are");
 	ksef_result_free(&res);
 	buf_free(&r.body);
 }

@@ -493,7 +493,7 @@ ksef_keys_reply(struct ksef_op *op, struct http_response *r)
 		return;
 	if (ksef_json_keys(r->body.data, r->body.len, &c, &n, err,
 	    sizeof(err)) == -1) {
-		ksef_reply_garbage(&op->res, "public keys", r, err);
+		ksef_reply_garbage(&op->res, "public keys", r, err, 0);
 		ksef_op_done(op);
 		return;
 	}
@@ -503,7 +503,7 @@ ksef_keys_reply(struct ksef_op *op, struct http_response *r)
 	    sizeof(err)) == -1) {
 		ksef_json_keys_free(c, n);
 		ksef_keys_forget(ctx);
-		ksef_reply_garbage(&op->res, "public keys", r, err);
+		ksef_reply_garbage(&op->res, "public keys", r, err, 0);
 		ksef_op_done(op);
 		return;
 	}
@@ -557,7 +557,7 @@ ksef_session_open_reply(struct ksef_op *op, struct http_response *r)
 		return;
 	if (ksef_json_reference(r->body.data, r->body.len, &s->session_ref,
 	    &s->valid_until_ms, err, sizeof(err)) == -1) {
-		ksef_reply_garbage(&op->res, "session open", r, err);
+		ksef_reply_garbage(&op->res, "session open", r, err, 0);
 		ksef_op_done(op);
 		return;
 	}
@@ -637,7 +637,7 @@ ksef_send_reply(struct ksef_op *op, struct http_response *r)
 		return;
 	if (ksef_json_reference(r->body.data, r->body.len,
 	    &op->res.reference, NULL, err, sizeof(err)) == -1) {
-		ksef_reply_garbage(&op->res, "invoice send", r, err);
+		ksef_reply_garbage(&op->res, "invoice send", r, err, 0);
 		ksef_op_done(op);
 		return;
 	}
@@ -709,7 +709,7 @@ ksef_session_status_reply(struct ksef_op *op, struct http_response *r)
 		return;
 	if (ksef_json_session_status(r->body.data, r->body.len,
 	    &op->res.sess, err, sizeof(err)) == -1)
-		ksef_reply_garbage(&op->res, "session status", r, err);
+		ksef_reply_garbage(&op->res, "session status", r, err, 0);
 	else
 		op->res.outcome = KSEF_OK;
 	ksef_op_done(op);
@@ -736,7 +736,7 @@ ksef_session_invoices_reply(struct ksef_op *op, struct http_response *r)
 	if (ksef_json_session_invoices(r->body.data, r->body.len,
 	    &op->res.invoices, &op->res.ninvoices, &op->res.continuation,
 	    err, sizeof(err)) == -1)
-		ksef_reply_garbage(&op->res, "session invoices", r, err);
+		ksef_reply_garbage(&op->res, "session invoices", r, err, 0);
 	else
 		op->res.outcome = KSEF_OK;
 	ksef_op_done(op);
@@ -782,7 +782,7 @@ ksef_invoice_status_reply(struct ksef_op *op, struct http_response *r)
 	inv = res->invoices = xcalloc(1, sizeof(*inv));
 	if (ksef_json_invoice_status(r->body.data, r->body.len, inv, err,
 	    sizeof(err)) == -1) {
-		ksef_reply_garbage(res, "invoice status", r, err);
+		ksef_reply_garbage(res, "invoice status", r, err, 0);
 		ksef_op_done(op);
 		return;
 	}
@@ -837,7 +837,7 @@ ksef_document_reply(struct ksef_op *op, struct http_response *r)
 	    strcmp(r->meta_hash, b64) != 0)) {
 		ksef_reply_garbage(res, ksef_op_name(op->kind), r,
 		    r->body.len == 0 ? "empty document" :
-		    "x-ms-meta-hash does not match the document");
+		    "x-ms-meta-hash does not match the document", 0);
 		ksef_op_done(op);
 		return;
 	}
@@ -901,7 +901,7 @@ ksef_metadata_reply(struct ksef_op *op, struct http_response *r)
 	if (ksef_json_metadata(r->body.data, r->body.len, &op->res.invoices,
 	    &op->res.ninvoices, &op->res.has_more, &op->res.truncated, err,
 	    sizeof(err)) == -1)
-		ksef_reply_garbage(&op->res, "metadata query", r, err);
+		ksef_reply_garbage(&op->res, "metadata query", r, err, 0);
 	else
 		op->res.outcome = KSEF_OK;
 	ksef_op_done(op);

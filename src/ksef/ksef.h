@@ -179,7 +179,8 @@ void	 ksef_keys_fetch(struct ksef_ctx *, ksef_cb, void *);
  * POST /auth/ksef-token, poll GET /auth/{ref}, redeem.  OK when the
  * context has fresh tokens (also given to the token callback).  At most one
  * authentication or refresh runs per context: a call while one runs waits
- * for it and gets its outcome.
+ * for it and gets its outcome (the same result for every waiter: do not
+ * take its fields).
  */
 void	 ksef_authenticate(struct ksef_ctx *, ksef_cb, void *);
 /*

@@ -89,7 +89,7 @@ auth_tokens_reply(struct ksef_op *op, struct http_response *r)
 	memset(&t, 0, sizeof(t));
 	if (ksef_json_tokens(r->body.data, r->body.len, full, &t, err,
 	    sizeof(err)) == -1) {
-		ksef_reply_garbage(&op->res, ksef_op_name(op->kind), r, err);
+		ksef_reply_garbage(&op->res, ksef_op_name(op->kind), r, err, 1);
 		ksef_op_done(op);
 		return;
 	}
@@ -136,7 +136,7 @@ auth_status_reply(struct ksef_op *op, struct http_response *r)
 		return;
 	if (ksef_json_auth_status(r->body.data, r->body.len, &code, &desc,
 	    &details, err, sizeof(err)) == -1) {
-		ksef_reply_garbage(res, "authentication status", r, err);
+		ksef_reply_garbage(res, "authentication status", r, err, 0);
 		ksef_op_done(op);
 		return;
 	}
@@ -201,7 +201,7 @@ auth_init_reply(struct ksef_op *op, struct http_response *r)
 	}
 	if (ksef_json_auth_init(r->body.data, r->body.len, &a->ref, &a->at,
 	    err, sizeof(err)) == -1) {
-		ksef_reply_garbage(&op->res, "authentication", r, err);
+		ksef_reply_garbage(&op->res, "authentication", r, err, 1);
 		ksef_op_done(op);
 		return;
 	}
@@ -223,7 +223,7 @@ auth_challenge_reply(struct ksef_op *op, struct http_response *r)
 		return;
 	if (ksef_json_challenge(r->body.data, r->body.len, &ch, err,
 	    sizeof(err)) == -1) {
-		ksef_reply_garbage(&op->res, "challenge", r, err);
+		ksef_reply_garbage(&op->res, "challenge", r, err, 0);
 		ksef_op_done(op);
 		return;
 	}

@@ -129,9 +129,12 @@ char	*ksef_json_metadata_req(const char *nip, const struct ksef_query *,
  */
 int	 ksef_reply_check(const struct http_response *, int64_t now_ms,
 	    struct ksef_result *res);
-/* The reply was 2xx but its body did not parse: TRANSIENT, logged. */
+/*
+ * The reply was 2xx but its body did not parse: TRANSIENT, logged with
+ * the body escaped, unless the body may hold a secret (tokens).
+ */
 void	 ksef_reply_garbage(struct ksef_result *, const char *what,
-	    const struct http_response *, const char *err);
+	    const struct http_response *, const char *err, int secret);
 void	 ksef_result_set(struct ksef_result *, enum ksef_outcome,
 	    const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 void	 ksef_result_free(struct ksef_result *);

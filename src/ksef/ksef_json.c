@@ -1133,13 +1133,13 @@ body_is_html(const struct http_response *r)
 
 void
 ksef_reply_garbage(struct ksef_result *res, const char *what,
-    const struct http_response *r, const char *err)
+    const struct http_response *r, const char *err, int secret)
 {
 	log_warnx("ksef: %s: unusable reply (HTTP %ld, %s, %zu bytes): %s; "
 	    "body: %s", what, r->status, r->content_type != NULL ?
 	    log_escape(r->content_type, strlen(r->content_type), 60) :
-	    "no content type", r->body.len, err,
-	    log_escape(r->body.data, r->body.len, 200));
+	    "no content type", r->body.len, err, secret ? "(not shown: "
+	    "may hold a token)" : log_escape(r->body.data, r->body.len, 200));
 	ksef_result_set(res, KSEF_TRANSIENT, "unusable reply from KSeF "
 	    "(HTTP %ld): %s", r->status, err);
 	res->in_doubt = 1;
@@ -1207,7 +1207,7 @@ ksef_reply_check(const struct http_response *r, int64_t now_ms,
 	if (ksef_json_error(r->body.data, r->body.len, &e) == -1) {
 		if (st == 400) {
 			ksef_reply_garbage(res, "error", r, "not a KSeF error "
-			    "body");
+			    "body", 0);
 			return -1;
 		}
 		memset(&e, 0, sizeof(e));
