@@ -77,6 +77,7 @@ static const struct key keys[] = {
 	{ "spool", "directory", K_PATH, OFF(spool_directory), NULL, 0, 0, 0 },
 	{ "spool", "rescan_interval", K_DUR, OFF(spool_rescan_interval), "60s", MIN_1MS, NOMAX, 0 },
 	{ "intake", "future_tolerance", K_DUR, OFF(future_tolerance), "1d", 0, NOMAX, 0 },
+	{ "intake", "fa2", K_STR, OFF(intake_fa2), "auto", 0, 0, 0 },
 	{ "retry", "backoff_min", K_DUR, OFF(backoff_min), "5s", MIN_1MS, NOMAX, 0 },
 	{ "retry", "backoff_max", K_DUR, OFF(backoff_max), "30m", MIN_1MS, NOMAX, 0 },
 	{ "retry", "max_age", K_DUR, OFF(max_age), "7d", MIN_1MS, NOMAX, 0 },
@@ -861,10 +862,12 @@ static void
 conf_finish(struct parse *p)
 {
 	struct conf *conf = p->conf;
-	size_t i, bmin = 0, bmax = 0, listen = 0, latarnia = 0;
+	size_t i, bmin = 0, bmax = 0, listen = 0, latarnia = 0, fa2 = 0;
 
 	for (i = 0; i < nitems(keys); i++) {
-		if (keys[i].off == OFF(backoff_min))
+		if (keys[i].off == OFF(intake_fa2))
+			fa2 = i;
+		else if (keys[i].off == OFF(backoff_min))
 			bmin = i;
 		else if (keys[i].off == OFF(backoff_max))
 			bmax = i;
@@ -876,6 +879,16 @@ conf_finish(struct parse *p)
 	if (!p->seen[latarnia] && conf->env != CONF_ENV_URL &&
 	    envs[conf->env].latarnia != NULL)
 		conf->latarnia_url = xstrdup(envs[conf->env].latarnia);
+	/* FA(2): auto follows the environment (TEST only); yes/no override it. */
+	if (strcmp(conf->intake_fa2, "yes") == 0)
+		conf->fa2_allowed = 1;
+	else if (strcmp(conf->intake_fa2, "no") == 0)
+		conf->fa2_allowed = 0;
+	else if (strcmp(conf->intake_fa2, "auto") == 0)
+		conf->fa2_allowed = conf->env == CONF_ENV_TEST;
+	else
+		conf_error(p, p->seen[fa2], "intake.fa2: \"%s\" is not auto, "
+		    "yes or no", conf->intake_fa2);
 	if (conf->backoff_min > conf->backoff_max)
 		conf_error(p, p->seen[bmax] ? p->seen[bmax] : p->seen[bmin],
 		    "retry.backoff_min (%" PRId64 " ms) is greater than "

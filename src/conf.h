@@ -72,6 +72,7 @@ struct conf {
 	int64_t		 spool_rescan_interval;
 	/* [intake] */
 	int64_t		 future_tolerance;
+	char		*intake_fa2;		/* auto, yes, no */
 	/* [retry] */
 	int64_t		 backoff_min;
 	int64_t		 backoff_max;

@@ -13,10 +13,13 @@
 struct intake {
 	struct store		*store;
 	struct validator	*validator;
+	void			(*notify)(const struct record_invoice *, void *);
+	void			*notify_arg;
 };
 
 /* One submission waiting for its group to commit. */
 struct intake_pending {
+	struct intake		*in;
 	enum intake_status	 status;
 	int			 corrected;
 	struct record_invoice	 inv;
@@ -39,6 +42,14 @@ void
 intake_free(struct intake *in)
 {
 	free(in);
+}
+
+void
+intake_set_notify(struct intake *in,
+    void (*cb)(const struct record_invoice *, void *), void *arg)
+{
+	in->notify = cb;
+	in->notify_arg = arg;
 }
 
 void
@@ -90,6 +101,8 @@ intake_commit_cb(int status, void *arg)
 
 	if (status != STORE_COMMITTED)
 		p->status = INTAKE_UNAVAILABLE;
+	else if (p->status == INTAKE_CREATED && p->in->notify != NULL)
+		p->in->notify(&p->inv, p->in->notify_arg);
 	intake_finish(p);
 }
 
@@ -137,6 +150,7 @@ intake_submit(struct intake *in, const void *body, size_t len,
 	char shortkey[17], detail[160];
 	int r;
 
+	p->in = in;
 	p->cb = cb;
 	p->arg = arg;
 	if (validate_invoice(in->validator, body, len, &p->vr) == -1 ||

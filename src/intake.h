@@ -42,6 +42,9 @@ typedef void (*intake_cb)(const struct intake_outcome *, void *arg);
 /* Caller frees with intake_free(); the store and validator are borrowed. */
 struct intake *intake_new(struct store *, struct validator *);
 void	 intake_free(struct intake *);
+/* Call cb with every record created, once its group has committed. */
+void	 intake_set_notify(struct intake *,
+	    void (*cb)(const struct record_invoice *, void *), void *arg);
 /* Use another validator from now on (after a reload). */
 void	 intake_set_validator(struct intake *, struct validator *);
 

@@ -9,6 +9,7 @@
 #include <fcntl.h>
 #include <getopt.h>
 #include <limits.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,8 +20,11 @@
 
 #include "api.h"
 #include "conf.h"
+#include "failpoint.h"
+#include "http.h"
 #include "intake.h"
 #include "log.h"
+#include "sched.h"
 #include "spool.h"
 #include "store.h"
 #include "util.h"
@@ -37,6 +41,8 @@ struct ksefd {
 	struct intake	*intake;
 	struct api	*api;
 	struct spool	*spool;	/* NULL without spool.directory */
+	struct http	*http;
+	struct sched	*sched;
 	char		*pid_file;	/* the one we hold; NULL in the foreground */
 	int		 pid_fd;
 	int		 verbose;
@@ -290,6 +296,31 @@ ksefd_intake_start(struct ksefd *k)
 	ksefd_spool_start(k, k->conf);
 }
 
+/* A new invoice is durable: hand it to the pipeline. */
+static void
+ksefd_invoice_new_cb(const struct record_invoice *inv, void *arg)
+{
+	struct ksefd *k = arg;
+
+	if (k->sched != NULL)
+		sched_invoice_new(k->sched, inv);
+}
+
+/* Start the pipeline: the KSeF transport and the scheduler. */
+static void
+ksefd_sched_start(struct ksefd *k)
+{
+	struct http_options ho;
+
+	memset(&ho, 0, sizeof(ho));
+	ho.ca_file = k->conf->ca_file;
+	ho.connect_timeout_ms = k->conf->connect_timeout;
+	ho.timeout_ms = k->conf->request_timeout;
+	k->http = http_new(k->base, &ho);
+	k->sched = sched_new(k->base, k->store, k->http, k->conf);
+	intake_set_notify(k->intake, ksefd_invoice_new_cb, k);
+}
+
 /* Reload hook: new validation rules, API token and limits, spool settings. */
 static void
 ksefd_reload_cb(const struct conf *old, const struct conf *new, void *arg)
@@ -307,6 +338,8 @@ ksefd_reload_cb(const struct conf *old, const struct conf *new, void *arg)
 		k->validator = v;
 	}
 	api_update(k->api, new->api_token, (size_t)new->api_max_body);
+	http_ca_file_set(k->http, new->ca_file);
+	sched_update(k->sched, new);
 	if ((old->spool_directory == NULL) != (new->spool_directory == NULL) ||
 	    (old->spool_directory != NULL &&
 	    strcmp(old->spool_directory, new->spool_directory) != 0)) {
@@ -329,6 +362,12 @@ ksefd_shutdown(struct ksefd *k)
 	api_stop(k->api);
 	spool_free(k->spool);
 	k->spool = NULL;
+	/* Requests in flight are abandoned: their records say where they were. */
+	sched_stop(k->sched);
+	sched_free(k->sched);
+	k->sched = NULL;
+	http_free(k->http);
+	k->http = NULL;
 	if (store_flush(k->store) != STORE_COMMITTED)
 		log_warnx("ksefd: the last changes could not be committed");
 	event_base_loop(k->base, EVLOOP_NONBLOCK);
@@ -419,6 +458,14 @@ main(int argc, char *argv[])
 	}
 	/* Writes to a closed socket must come back as EPIPE, not kill us. */
 	signal(SIGPIPE, SIG_IGN);
+	/*
+	 * Invoice bodies and parse trees come and go at high rates; keep freed
+	 * heap instead of returning it to the kernel and faulting it back in
+	 * for every request (measured: scripts/bench intake, doc/performance.md).
+	 */
+	mallopt(M_TRIM_THRESHOLD, 64 * 1024 * 1024);
+	failpoint_init();
+	mallopt(M_MMAP_THRESHOLD, 4 * 1024 * 1024);
 
 	if ((k.base = event_base_new()) == NULL)
 		fatalx("ksefd: cannot create the event base");
@@ -431,6 +478,7 @@ main(int argc, char *argv[])
 		fatalx("ksefd: %s", err);
 
 	ksefd_intake_start(&k);
+	ksefd_sched_start(&k);
 	conf_reload_hook_add(ksefd_reload_cb, &k);
 
 	if (!foreground) {

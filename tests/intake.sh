@@ -12,12 +12,13 @@ NIP=5265877635
 mkdir -p "$T_TMP/tokens"
 t_secret "$T_TMP/tokens/$NIP"
 t_secret "$T_TMP/api.token" "api-secret-token"
-mkconf() {	# mkconf ENVIRONMENT
+# KSeF is a closed loopback port: nothing leaves the machine, invoices stay QUEUED.
+mkconf() {	# mkconf FA2 (yes/no)
 	cat >"$T_TMP/ksefd.conf" <<EOF
 [log]
 level = info
 [ksef]
-environment = $1
+environment = http://127.0.0.1:9/v2
 [storage]
 database = $T_TMP/db
 map_size = 16M
@@ -32,11 +33,12 @@ directory = $T_TMP/spool
 rescan_interval = 1s
 [intake]
 future_tolerance = 1d
+fa2 = $1
 [context $NIP]
 token_file = $T_TMP/tokens/$NIP
 EOF
 }
-mkconf test
+mkconf yes
 SOCK=$T_TMP/ksefd.sock
 
 # post FILE [CURL ARGS]: POST over the socket; body in $T_TMP/out, code printed.
@@ -91,7 +93,7 @@ for f in "$VALID"/fa3-*.xml "$VALID"/extra-fa3-*.xml; do
 done
 # FA(2) only under the test environment.
 code=$(post "$VALID/fa2-faktura-online.xml")
-is "$code" 201 "FA(2) accepted under environment test"
+is "$code" 201 "FA(2) accepted with intake.fa2 = yes"
 ID=$(json 'j["invoice"]["id"]')
 is "$(json 'j["result"]')" created "answer says created"
 like "$T_TMP/out" '"state": ?"QUEUED"' "new invoice is QUEUED"
@@ -213,14 +215,14 @@ wait_until 10 test -f "$T_TMP/spool/refused/bad.xml.err"
 ok "spool: refused file moved" test -f "$T_TMP/spool/refused/bad.xml"
 like "$T_TMP/spool/refused/bad.xml.err" '"rule": "' "spool: .err names the rule"
 
-# Reload to environment demo: FA(2) is refused from then on.
-mkconf demo
+# Reload with intake.fa2 = no (as under demo and prod): FA(2) is refused from then on.
+mkconf no
 kill -HUP "$KSEFD_PID"
 wait_log "$KSEFD_LOG" 'reloaded configuration'
 sed 's#<P_2>\([^<]*\)</P_2>#<P_2>\1-demo</P_2>#' "$VALID/fa2-faktura-online.xml" >"$T_TMP/fa2b.xml"
-is "$(post "$T_TMP/fa2b.xml")" 422 "FA(2) refused after reload to environment demo"
+is "$(post "$T_TMP/fa2b.xml")" 422 "FA(2) refused after a reload with intake.fa2 = no"
 like "$T_TMP/out" 'form\.' "refusal names the form rule"
-mkconf test
+mkconf yes
 kill -HUP "$KSEFD_PID"
 
 # SIGKILL right after a 201: the record is there after a restart.

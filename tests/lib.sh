@@ -166,6 +166,9 @@ ksefd_conf() {
 pid_file = $T_TMP/ksefd.pid
 [log]
 level = info
+[ksef]
+# a closed loopback port: tests never reach outside the machine
+environment = http://127.0.0.1:9/v2
 [storage]
 database = ${2:-$T_TMP/db}
 map_size = 16M

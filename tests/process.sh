@@ -35,7 +35,7 @@ like example.out '^configuration OK$' "ksefd -n prints configuration OK"
 
 # Every optional `#key = value` line of the example must be valid too.
 t_secret etc/api.token
-sed -e 's/^#\([a-z_]* = \)/\1/' -e "s|/etc/ksefd/|$T_TMP/etc/|g" \
+sed -e 's/^#\([a-z_0-9]* = \)/\1/' -e "s|/etc/ksefd/|$T_TMP/etc/|g" \
     -e 's|^ca_file = .*|ca_file = /nonexistent-is-fine/ca.pem|' \
     "$example" >example-all.conf
 "$KSEFD" -n -f example-all.conf >example-all.out 2>&1
@@ -49,7 +49,7 @@ awk -F'|' '/^\| [a-z]/ { gsub(/ /, "", $2); gsub(/ /, "", $3);
 	if ($3 == "GROUP") next;
 	print $2 "." $3 }' "$top_srcdir/doc/config-keys.md" | sort >keys.doc
 awk '/^\[/ { s = $1; sub(/^\[/, "", s); sub(/\]$/, "", s); next }
-	/^#?[a-z_]+ = / { k = $1; sub(/^#/, "", k); print s "." k }' \
+	/^#?[a-z_0-9]+ = / { k = $1; sub(/^#/, "", k); print s "." k }' \
     "$example" | sort -u >keys.example
 missing=$(comm -23 keys.doc keys.example | tr '\n' ' ')
 is "$missing" "" "the example shows every key of doc/config-keys.md"
@@ -88,7 +88,7 @@ ksefd_conf run.conf
 cp run.conf run-orig.conf
 if ksefd_start -f run.conf; then pass "ksefd -d starts"; else
 	fail "ksefd -d starts"; sed 's/^/# | /' "$KSEFD_LOG"; done_testing; fi
-like "$KSEFD_LOG" 'ksefd: ksefd [0-9.]+ started: KSeF test' "started line"
+like "$KSEFD_LOG" 'ksefd: ksefd [0-9.]+ started: KSeF ' "started line"
 ok "the store is opened at start (storage.database)" test -f "$T_TMP/db/data.mdb"
 
 sed 's/^level = info$/level = debug/' run-orig.conf >run.conf

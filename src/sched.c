@@ -1,0 +1,1839 @@
+/* sched.c: the submission pipeline: limits, sessions, sends, status, UPO, in-doubt and duplicates. */
+#include "config.h"
+
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/event.h>
+
+#include "backoff.h"
+#include "conf.h"
+#include "failpoint.h"
+#include "ksef/ksef.h"
+#include "log.h"
+#include "map.h"
+#include "ratelimit.h"
+#include "record.h"
+#include "sched.h"
+#include "store.h"
+#include "util.h"
+
+#define SCHED_NFORMS		2	/* INV_FORM_FA3, INV_FORM_FA2 */
+#define SCHED_PAGE_SIZE		1000	/* session invoice list page */
+#define SCHED_UPO_INFLIGHT	16	/* UPO downloads at once per context */
+#define SCHED_SEND_SLOTS	64	/* sends in flight per context (before the breaker) */
+
+struct sctx;
+struct strack;
+
+/* Which session an open or close callback is about. */
+struct sess_op {
+	struct sctx	*c;
+	int		 form;
+};
+
+/* Which per-context work list a job is on, besides the send queue. */
+enum job_list {
+	JL_NONE = 0,
+	JL_UPO,		/* ACCEPTED: fetch and store the UPO */
+	JL_DUP,		/* duplicate: fetch the original and compare */
+};
+
+/* An unfinished invoice, as much as the pipeline needs in memory. */
+struct job {
+	unsigned char	 key[INV_KEY_LEN];
+	unsigned char	 sha[INV_SHA_LEN];
+	struct sctx	*c;
+	enum inv_state	 state;
+	enum inv_form	 form;
+	int64_t		 due;		/* next action */
+	int64_t		 received_ms;
+	uint32_t	 attempts;
+	int		 busy;		/* a commit or request for it is under way */
+	int		 hold;
+	int		 in_doubt;	/* SENDING with an unknown outcome */
+	uint64_t	 seen_round;	/* in-doubt: found in this listing round */
+	int		 heap_idx;	/* in its context's send queue, or -1 */
+	enum job_list	 list;
+	struct job	*lnext, *lprev;
+	struct strack	*st;		/* SUBMITTED or in doubt: its session */
+	struct job	*snext, *sprev;	/* in st's job list */
+	char		*session_ref;
+	char		*invoice_ref;
+	char		*ksef_number;
+	char		*upo_url;	/* presigned, from the status listing */
+	char		*orig_session;	/* duplicate: where the original is */
+};
+
+/* A session whose invoices are being polled. */
+struct strack {
+	struct sctx	*c;
+	char		*ref;
+	struct job	*jobs;		/* SUBMITTED and in-doubt SENDING */
+	size_t		 njobs;
+	int64_t		 next_poll;
+	int		 busy;		/* a page request under way */
+	uint64_t	 round;		/* listing rounds started */
+	char		*cont;		/* continuation token of the round */
+	struct strack	*next;
+};
+
+/* The online session of one form in one context. */
+struct sess {
+	struct record_session *rs;	/* NULL: none open */
+	int		 opening, closing;
+	unsigned	 sending;	/* sends in flight into it */
+	int64_t		 last_send;
+	int64_t		 retry_at;	/* after a failed open */
+	uint32_t	 failures;
+};
+
+/* One KSeF context (seller NIP). */
+struct sctx {
+	struct sched	*s;
+	char		 nip[INV_NIP_LEN + 1];
+	struct ksef_ctx	*k;
+	struct ratelimit *rl[RL_NGROUPS];
+	int		 rl_dirty[RL_NGROUPS];
+	struct breaker	 br;
+	struct sess	 sess[SCHED_NFORMS];
+	struct job	**heap[SCHED_NFORMS];	/* send queues by due time */
+	size_t		 nheap[SCHED_NFORMS], capheap[SCHED_NFORMS];
+	struct job	*upo, *dup;		/* work lists */
+	unsigned	 upo_busy;
+	struct strack	*tracks;
+	int		 auth_busy;
+	int64_t		 auth_retry_at;
+	uint32_t	 auth_failures;
+	unsigned	 sending;		/* sends in flight */
+	struct sess_op	*ops[SCHED_NFORMS];	/* callback args of session open/close */
+	int		 gone;			/* removed from the config */
+	struct sctx	*next;
+};
+
+struct sched {
+	struct event_base *base;
+	struct store	*store;
+	struct http	*http;
+	const struct conf *conf;
+	struct sctx	*ctxs;
+	struct map	*jobs;		/* key -> job */
+	struct map	*refs;		/* invoice reference -> job (SUBMITTED) */
+	struct event	*ev_run;	/* run at once (coalesced) */
+	struct event	*ev_timer;	/* run at the next known due time */
+	int64_t		 timer_at;
+	struct breaker_policy bp;
+	struct backoff_policy bo;
+	unsigned	 in_flight;
+	int		 stopping;
+	int		 resync;	/* a commit failed: reload from the store */
+	struct sched_stats st;
+};
+
+static void sched_kick(struct sched *);
+static void sched_resync_maybe(struct sched *);
+static void job_queue(struct job *, int64_t due);
+static void job_track(struct job *, const char *session_ref);
+
+/* --- jobs ------------------------------------------------------------- */
+
+static void
+job_short(const struct job *j, char out[17])
+{
+	record_key_short(j->key, out);
+}
+
+static struct job *
+job_new(struct sched *s, struct sctx *c, const struct record_invoice *inv)
+{
+	struct job *j = xcalloc(1, sizeof(*j));
+
+	memcpy(j->key, inv->key, INV_KEY_LEN);
+	memcpy(j->sha, inv->xml_sha256, INV_SHA_LEN);
+	j->c = c;
+	j->state = inv->state;
+	j->form = inv->form;
+	j->received_ms = inv->received_ms;
+	j->attempts = inv->attempts;
+	j->hold = inv->hold;
+	j->heap_idx = -1;
+	record_str_set(&j->session_ref, inv->session_ref);
+	record_str_set(&j->invoice_ref, inv->invoice_ref);
+	record_str_set(&j->ksef_number, inv->ksef_number);
+	map_put(s->jobs, j->key, INV_KEY_LEN, j);
+	s->st.jobs++;
+	s->st.per_state[j->state]++;
+	return j;
+}
+
+/* --- the send queue: a binary min-heap on due time per context and form --- */
+
+static void
+heap_swap(struct job **h, size_t a, size_t b)
+{
+	struct job *t = h[a];
+
+	h[a] = h[b];
+	h[b] = t;
+	h[a]->heap_idx = (int)a;
+	h[b]->heap_idx = (int)b;
+}
+
+static void
+heap_up(struct job **h, size_t i)
+{
+	while (i > 0 && h[(i - 1) / 2]->due > h[i]->due) {
+		heap_swap(h, i, (i - 1) / 2);
+		i = (i - 1) / 2;
+	}
+}
+
+static void
+heap_down(struct job **h, size_t n, size_t i)
+{
+	for (;;) {
+		size_t l = 2 * i + 1, r = l + 1, m = i;
+
+		if (l < n && h[l]->due < h[m]->due)
+			m = l;
+		if (r < n && h[r]->due < h[m]->due)
+			m = r;
+		if (m == i)
+			return;
+		heap_swap(h, i, m);
+		i = m;
+	}
+}
+
+static void
+heap_push(struct sctx *c, struct job *j)
+{
+	int f = j->form;
+
+	if (c->nheap[f] == c->capheap[f]) {
+		c->capheap[f] = c->capheap[f] ? c->capheap[f] * 2 : 64;
+		c->heap[f] = xrealloc(c->heap[f], c->capheap[f] * sizeof(*c->heap[f]));
+	}
+	c->heap[f][c->nheap[f]] = j;
+	j->heap_idx = (int)c->nheap[f]++;
+	heap_up(c->heap[f], (size_t)j->heap_idx);
+}
+
+static void
+heap_remove(struct sctx *c, struct job *j)
+{
+	int f = j->form;
+	size_t i = (size_t)j->heap_idx, last = --c->nheap[f];
+
+	if (i != last) {
+		heap_swap(c->heap[f], i, last);
+		heap_down(c->heap[f], c->nheap[f], i);
+		heap_up(c->heap[f], i);
+	}
+	j->heap_idx = -1;
+}
+
+/* --- work lists -------------------------------------------------------- */
+
+static struct job **
+list_head(struct sctx *c, enum job_list l)
+{
+	return l == JL_UPO ? &c->upo : &c->dup;
+}
+
+static void
+list_add(struct job *j, enum job_list l)
+{
+	struct job **head = list_head(j->c, l);
+
+	j->list = l;
+	j->lprev = NULL;
+	j->lnext = *head;
+	if (*head)
+		(*head)->lprev = j;
+	*head = j;
+}
+
+static void
+list_remove(struct job *j)
+{
+	if (j->list == JL_NONE)
+		return;
+	if (j->lprev)
+		j->lprev->lnext = j->lnext;
+	else
+		*list_head(j->c, j->list) = j->lnext;
+	if (j->lnext)
+		j->lnext->lprev = j->lprev;
+	j->lnext = j->lprev = NULL;
+	j->list = JL_NONE;
+}
+
+/* --- session tracks ---------------------------------------------------- */
+
+static struct strack *
+track_get(struct sctx *c, const char *ref)
+{
+	struct strack *t;
+
+	for (t = c->tracks; t != NULL; t = t->next)
+		if (strcmp(t->ref, ref) == 0)
+			return t;
+	t = xcalloc(1, sizeof(*t));
+	t->c = c;
+	t->ref = xstrdup(ref);
+	t->next_poll = time_now_ms() + c->s->conf->poll_status_interval;
+	t->next = c->tracks;
+	c->tracks = t;
+	return t;
+}
+
+static void
+track_free_maybe(struct strack *t)
+{
+	struct sctx *c = t->c;
+	struct strack **pp;
+
+	if (t->njobs > 0 || t->busy)
+		return;
+	for (pp = &c->tracks; *pp != NULL; pp = &(*pp)->next)
+		if (*pp == t) {
+			*pp = t->next;
+			break;
+		}
+	free(t->ref);
+	free(t->cont);
+	free(t);
+}
+
+static void
+job_untrack(struct job *j)
+{
+	struct strack *t = j->st;
+
+	if (t == NULL)
+		return;
+	if (j->sprev)
+		j->sprev->snext = j->snext;
+	else
+		t->jobs = j->snext;
+	if (j->snext)
+		j->snext->sprev = j->sprev;
+	j->snext = j->sprev = NULL;
+	t->njobs--;
+	j->st = NULL;
+	if (j->invoice_ref && map_get(j->c->s->refs, j->invoice_ref,
+	    strlen(j->invoice_ref)) == j)
+		map_del(j->c->s->refs, j->invoice_ref, strlen(j->invoice_ref));
+	track_free_maybe(t);
+}
+
+/* Poll this job's session for it (SUBMITTED, or in doubt). */
+static void
+job_track(struct job *j, const char *session_ref)
+{
+	struct strack *t = track_get(j->c, session_ref);
+
+	j->st = t;
+	j->sprev = NULL;
+	j->snext = t->jobs;
+	if (t->jobs)
+		t->jobs->sprev = j;
+	t->jobs = j;
+	t->njobs++;
+	if (j->invoice_ref)
+		map_put(j->c->s->refs, j->invoice_ref, strlen(j->invoice_ref), j);
+}
+
+/* Take a job off every queue and list. */
+static void
+job_detach(struct job *j)
+{
+	if (j->heap_idx >= 0)
+		heap_remove(j->c, j);
+	list_remove(j);
+	job_untrack(j);
+}
+
+static void
+job_free(struct sched *s, struct job *j)
+{
+	job_detach(j);
+	map_del(s->jobs, j->key, INV_KEY_LEN);
+	s->st.jobs--;
+	s->st.per_state[j->state]--;
+	free(j->session_ref);
+	free(j->invoice_ref);
+	free(j->ksef_number);
+	free(j->upo_url);
+	free(j->orig_session);
+	free(j);
+}
+
+static void
+job_queue(struct job *j, int64_t due)
+{
+	job_detach(j);
+	j->due = due;
+	heap_push(j->c, j);
+}
+
+/* --- store ------------------------------------------------------------- */
+
+static void
+sched_commit_cb(int status, void *arg)
+{
+	struct sched *s = arg;
+
+	if (status != STORE_COMMITTED) {
+		log_warnx("sched: a commit failed; reloading the pipeline state "
+		    "from the store");
+		s->resync = 1;
+		sched_kick(s);
+	}
+}
+
+/* Read a job's record; -1 (and a resync) when it is gone or differs. */
+static int
+job_load(struct sched *s, struct job *j, struct record_invoice *inv)
+{
+	char key[17];
+
+	if (store_invoice_get(s->store, j->key, inv) != 0) {
+		job_short(j, key);
+		log_warnx("sched: %s: record unreadable", key);
+		s->resync = 1;
+		return -1;
+	}
+	if (inv->state != j->state) {
+		job_short(j, key);
+		log_warnx("sched: %s: stored state %s, expected %s", key,
+		    record_state_name(inv->state), record_state_name(j->state));
+		record_invoice_free(inv);
+		s->resync = 1;
+		return -1;
+	}
+	return 0;
+}
+
+/* Write the record with its new state and audit event; frees inv. */
+static int
+job_save(struct sched *s, struct job *j, struct record_invoice *inv,
+    enum inv_state to, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+
+static int
+job_save(struct sched *s, struct job *j, struct record_invoice *inv,
+    enum inv_state to, const char *fmt, ...)
+{
+	char detail[512], key[17];
+	va_list ap;
+	int r;
+
+	va_start(ap, fmt);
+	vsnprintf(detail, sizeof(detail), fmt, ap);
+	va_end(ap);
+	if (to == inv->state)
+		r = store_invoice_update(s->store, inv);
+	else
+		r = store_invoice_transition(s->store, inv, to, detail);
+	record_invoice_free(inv);
+	if (r != 0) {
+		s->resync = 1;
+		return -1;
+	}
+	store_on_commit(s->store, sched_commit_cb, s);
+	job_short(j, key);
+	if (to != j->state)
+		log_info("sched: %s %s -> %s: %s", key,
+		    record_state_name(j->state), record_state_name(to), detail);
+	s->st.per_state[j->state]--;
+	s->st.per_state[to]++;
+	j->state = to;
+	return 0;
+}
+
+/* Persist a context's token pair when the KSeF layer gets a new one. */
+static void
+sched_token_cb(const char *nip, const struct record_token *t, void *arg)
+{
+	struct sched *s = arg;
+	struct buf b;
+	char name[64];
+
+	buf_init(&b);
+	record_token_encode(t, &b);
+	snprintf(name, sizeof(name), "token/%s", nip);
+	store_meta_put(s->store, name, b.data, b.len);
+	explicit_wipe(b.data, b.len);
+	buf_free(&b);
+}
+
+static void
+sess_persist(struct sctx *c, int form)
+{
+	struct buf b;
+	char name[64];
+
+	snprintf(name, sizeof(name), "session/%s/%s", c->nip,
+	    record_form_name(form));
+	if (c->sess[form].rs == NULL) {
+		store_meta_del(c->s->store, name);
+		return;
+	}
+	buf_init(&b);
+	record_session_encode(c->sess[form].rs, &b);
+	store_meta_put(c->s->store, name, b.data, b.len);
+	explicit_wipe(b.data, b.len);
+	buf_free(&b);
+}
+
+static void
+sess_drop(struct sctx *c, int form)
+{
+	struct sess *ss = &c->sess[form];
+
+	if (ss->rs != NULL) {
+		log_info("sched: context %s: session %s no longer used", c->nip,
+		    ss->rs->session_ref);
+		record_session_free(ss->rs);
+		free(ss->rs);
+		ss->rs = NULL;
+	}
+	sess_persist(c, form);
+}
+
+/* Save limiter states changed since the last pass. */
+static void
+ctx_limits_persist(struct sctx *c)
+{
+	struct buf b;
+	char name[96];
+	int g;
+
+	for (g = 0; g < RL_NGROUPS; g++) {
+		if (!c->rl_dirty[g])
+			continue;
+		c->rl_dirty[g] = 0;
+		buf_init(&b);
+		ratelimit_encode(c->rl[g], &b);
+		snprintf(name, sizeof(name), "limiter/%s/%s", c->nip,
+		    ratelimit_group_name(g));
+		store_meta_put(c->s->store, name, b.data, b.len);
+		buf_free(&b);
+	}
+}
+
+/* --- limits, breaker, auth --------------------------------------------- */
+
+static void
+ctx_limits_apply(struct sctx *c, const struct conf *conf)
+{
+	struct ratelimit_limits l;
+	int g, w;
+
+	for (g = 0; g < RL_NGROUPS; g++) {
+		if (conf->limits[g].set)
+			l = conf->limits[g].lim;
+		else
+			ratelimit_limits_default(g, &l);
+		if (!conf->limits_enabled)
+			for (w = 0; w < RL_NWIN; w++)
+				l.max[w] = 0;
+		if (c->rl[g] == NULL)
+			c->rl[g] = ratelimit_new(&l);
+		else
+			ratelimit_limits_set(c->rl[g], &l);
+	}
+}
+
+/* May a request of `group` start now?  Sets *next when not. */
+static int
+ctx_limit_ok(struct sctx *c, int group, int64_t now, int64_t *next)
+{
+	int64_t t;
+
+	if (group < 0)
+		return 1;
+	t = ratelimit_next_allowed(c->rl[group], now);
+	if (t <= now)
+		return 1;
+	if (t < *next)
+		*next = t;
+	return 0;
+}
+
+static void
+ctx_limit_record(struct sctx *c, int group, int64_t now)
+{
+	if (group < 0)
+		return;
+	ratelimit_record(c->rl[group], now);
+	c->rl_dirty[group] = 1;
+}
+
+static void
+ctx_limit_pause(struct sctx *c, int group, int64_t until)
+{
+	if (group < 0)
+		return;
+	ratelimit_pause_until(c->rl[group], until);
+	c->rl_dirty[group] = 1;
+	c->s->st.retry_after++;
+	log_info("sched: context %s: %s paused for %lld ms (429)", c->nip,
+	    ratelimit_group_name(group), (long long)(until - time_now_ms()));
+}
+
+static void
+sched_auth_cb(struct ksef_result *r, void *arg)
+{
+	struct sctx *c = arg;
+	struct sched *s = c->s;
+	int64_t now = time_now_ms();
+
+	c->auth_busy = 0;
+	s->in_flight--;
+	switch (r->outcome) {
+	case KSEF_OK:
+		if (c->auth_failures > 0)
+			log_info("sched: context %s: authenticated", c->nip);
+		c->auth_failures = 0;
+		break;
+	case KSEF_RETRY_AFTER:
+		c->auth_retry_at = r->retry_at_ms;
+		break;
+	default:
+		c->auth_failures++;
+		c->auth_retry_at = backoff_next(&s->bo, now, c->auth_failures,
+		    backoff_rand(c->nip, strlen(c->nip), c->auth_failures), now);
+		log_warnx("sched: context %s: authentication failed (%s): %s; "
+		    "next try in %lld s", c->nip, ksef_outcome_name(r->outcome),
+		    r->reason ? r->reason : "?",
+		    (long long)(c->auth_retry_at - now) / 1000);
+		if (r->outcome == KSEF_TRANSIENT)
+			breaker_failure(&c->br, &s->bp, now);
+		break;
+	}
+	sched_kick(s);
+}
+
+/* Is the context's access token good?  Starts a refresh when it is not. */
+static int
+ctx_authed(struct sctx *c, int64_t now, int64_t *next)
+{
+	struct sched *s = c->s;
+
+	if (ksef_ctx_token_state(c->k, now) == KSEF_TOKEN_VALID)
+		return 1;
+	if (c->auth_busy || ksef_ctx_auth_busy(c->k))
+		return 0;
+	if (now < c->auth_retry_at) {
+		if (c->auth_retry_at < *next)
+			*next = c->auth_retry_at;
+		return 0;
+	}
+	c->auth_busy = 1;
+	s->in_flight++;
+	ksef_token_refresh(c->k, sched_auth_cb, c);
+	return 0;
+}
+
+/* A transient failure (5xx, timeout, garbage) or a success: the breaker learns. */
+static void
+ctx_outcome(struct sctx *c, const struct ksef_result *r)
+{
+	int64_t now = time_now_ms();
+
+	switch (r->outcome) {
+	case KSEF_TRANSIENT:
+		c->s->st.transient++;
+		breaker_failure(&c->br, &c->s->bp, now);
+		break;
+	case KSEF_RETRY_AFTER:
+	case KSEF_AUTH_EXPIRED:
+		breaker_release(&c->br);
+		break;
+	default:
+		breaker_success(&c->br, &c->s->bp);
+		break;
+	}
+}
+
+/* --- sessions ---------------------------------------------------------- */
+
+
+static void
+sess_open_cb(struct ksef_result *r, void *arg)
+{
+	struct sess_op *op = arg;
+	struct sctx *c = op->c;
+	struct sess *ss = &c->sess[op->form];
+	int64_t now = time_now_ms();
+
+	c->s->in_flight--;
+	ss->opening = 0;
+	ctx_outcome(c, r);
+	switch (r->outcome) {
+	case KSEF_OK:
+		ss->rs = r->session;
+		r->session = NULL;
+		ss->failures = 0;
+		ss->last_send = now;
+		sess_persist(c, op->form);
+		store_on_commit(c->s->store, sched_commit_cb, c->s);
+		log_info("sched: context %s: session %s open (%s)", c->nip,
+		    ss->rs->session_ref, record_form_name(op->form));
+		break;
+	case KSEF_RETRY_AFTER:
+		if (r->retry_at_ms > now)
+			ctx_limit_pause(c, RL_GROUP_ONLINE_SESSION, r->retry_at_ms);
+		break;
+	case KSEF_AUTH_EXPIRED:
+		break;
+	default:
+		ss->failures++;
+		ss->retry_at = backoff_next(&c->s->bo, now, ss->failures,
+		    backoff_rand(c->nip, strlen(c->nip), ss->failures), now);
+		log_warnx("sched: context %s: cannot open a session (%s): %s",
+		    c->nip, ksef_outcome_name(r->outcome),
+		    r->reason ? r->reason : "?");
+		break;
+	}
+	sched_kick(c->s);
+}
+
+static void
+sess_close_cb(struct ksef_result *r, void *arg)
+{
+	struct sess_op *op = arg;
+	struct sctx *c = op->c;
+	struct sess *ss = &c->sess[op->form];
+
+	c->s->in_flight--;
+	ss->closing = 0;
+	ctx_outcome(c, r);
+	switch (r->outcome) {
+	case KSEF_OK:
+	case KSEF_SESSION_GONE:
+	case KSEF_NOT_FOUND:
+		sess_drop(c, op->form);
+		store_on_commit(c->s->store, sched_commit_cb, c->s);
+		break;
+	case KSEF_RETRY_AFTER:
+		ctx_limit_pause(c, RL_GROUP_ONLINE_SESSION, r->retry_at_ms);
+		break;
+	default:
+		break;
+	}
+	sched_kick(c->s);
+}
+
+/*
+ * Keep the session of `form` right: open one when there is work and none,
+ * close one that is full, idle or old.  1 when an open session can take a send.
+ */
+static int
+ctx_session(struct sctx *c, int form, int want, int64_t now, int64_t *next)
+{
+	struct sched *s = c->s;
+	const struct conf *conf = s->conf;
+	struct sess *ss = &c->sess[form];
+	struct sess_op *op;
+	int64_t t;
+
+	if (ss->opening || ss->closing)
+		return 0;
+	if (ss->rs != NULL) {
+		int full = ss->rs->invoice_count >= (uint32_t)conf->session_max_invoices;
+		int old = now >= ss->rs->opened_ms + conf->session_max_lifetime ||
+		    (ss->rs->valid_until_ms > 0 && now >= ss->rs->valid_until_ms -
+		    60000);
+		int idle = !want && now >= ss->last_send + conf->session_idle_timeout;
+
+		if (!full && !old && !idle) {
+			t = ss->last_send + conf->session_idle_timeout;
+			if (!want && t < *next)
+				*next = t;
+			return want;
+		}
+		if (ss->sending > 0 || !ctx_authed(c, now, next) ||
+		    !ctx_limit_ok(c, RL_GROUP_ONLINE_SESSION, now, next))
+			return 0;
+		log_info("sched: context %s: closing session %s (%s)", c->nip,
+		    ss->rs->session_ref, full ? "full" : old ? "lifetime" :
+		    "idle");
+		ss->closing = 1;
+		ctx_limit_record(c, RL_GROUP_ONLINE_SESSION, now);
+		op = c->ops[form];
+		s->in_flight++;
+		ksef_session_close(c->k, ss->rs->session_ref, sess_close_cb, op);
+		return 0;
+	}
+	if (!want)
+		return 0;
+	if (now < ss->retry_at) {
+		if (ss->retry_at < *next)
+			*next = ss->retry_at;
+		return 0;
+	}
+	if (!ctx_authed(c, now, next) ||
+	    !ctx_limit_ok(c, RL_GROUP_ONLINE_SESSION, now, next))
+		return 0;
+	ss->opening = 1;
+	ctx_limit_record(c, RL_GROUP_ONLINE_SESSION, now);
+	op = c->ops[form];
+	s->in_flight++;
+	ksef_session_open(c->k, form, sess_open_cb, op);
+	return 0;
+}
+
+/* --- sending ----------------------------------------------------------- */
+
+/* Put a job back in the send queue after a send that did not reach KSeF. */
+static void
+job_requeue(struct sched *s, struct job *j, int64_t due, int failed,
+    const char *why)
+{
+	struct record_invoice inv;
+
+	if (job_load(s, j, &inv) == -1)
+		return;
+	if (!failed && inv.attempts > 0)
+		inv.attempts--;		/* a 429 or a lost session is no attempt */
+	inv.next_due_ms = due;
+	j->attempts = inv.attempts;
+	j->in_doubt = 0;
+	job_untrack(j);
+	if (job_save(s, j, &inv, INV_ST_QUEUED, "%s", why) == 0)
+		job_queue(j, due);
+}
+
+/* A job reached a final state: record the error and forget it. */
+static void
+job_finish(struct sched *s, struct job *j, enum inv_state to, int32_t code,
+    const char *reason, const char *details)
+{
+	struct record_invoice inv;
+	char key[17];
+
+	if (job_load(s, j, &inv) == -1)
+		return;
+	inv.error_code = code;
+	record_str_set(&inv.error_desc, reason);
+	record_str_set(&inv.error_details, details);
+	inv.next_due_ms = 0;
+	if (job_save(s, j, &inv, to, "%s%s%s", reason ? reason : "",
+	    details ? ": " : "", details ? details : "") == 0) {
+		job_short(j, key);
+		log_warnx("sched: %s %s: %s", key, record_state_name(to),
+		    reason ? reason : "");
+		if (!j->busy)
+			job_free(s, j);
+		else
+			job_detach(j);
+	}
+}
+
+/* The backoff due time of a job's next attempt. */
+static int64_t
+job_backoff(struct sched *s, struct job *j, int64_t not_before)
+{
+	int64_t now = time_now_ms();
+
+	return backoff_next(&s->bo, j->received_ms, j->attempts,
+	    backoff_rand(j->key, INV_KEY_LEN, j->attempts),
+	    not_before > now ? not_before : now);
+}
+
+static void job_apply(struct sched *, struct job *, const struct ksef_invoice *);
+
+static void
+send_cb(struct ksef_result *r, void *arg)
+{
+	struct job *j = arg;
+	struct sctx *c = j->c;
+	struct sched *s = c->s;
+	struct sess *ss = &c->sess[j->form];
+	struct record_invoice inv;
+	int64_t now = time_now_ms();
+	char key[17];
+
+	FAILPOINT("send-response");
+	s->in_flight--;
+	c->sending--;
+	ss->sending--;
+	j->busy = 0;
+	ctx_outcome(c, r);
+	job_short(j, key);
+	switch (r->outcome) {
+	case KSEF_ACCEPTED:
+		if (job_load(s, j, &inv) == -1)
+			break;
+		record_str_set(&inv.invoice_ref, r->reference);
+		record_str_set(&j->invoice_ref, r->reference);
+		inv.next_due_ms = now + s->conf->poll_status_interval;
+		if (job_save(s, j, &inv, INV_ST_SUBMITTED,
+		    "KSeF took it as %s", r->reference) == 0)
+			job_track(j, j->session_ref);
+		break;
+	case KSEF_RETRY_AFTER:
+		ctx_limit_pause(c, RL_GROUP_INVOICE_SEND, r->retry_at_ms);
+		job_requeue(s, j, r->retry_at_ms, 0, "429: retry after");
+		break;
+	case KSEF_SESSION_GONE:
+		if (ss->rs != NULL && j->session_ref != NULL &&
+		    strcmp(ss->rs->session_ref, j->session_ref) == 0)
+			sess_drop(c, j->form);
+		job_requeue(s, j, now, 0, "session gone; send again");
+		break;
+	case KSEF_AUTH_EXPIRED:
+		job_requeue(s, j, now, 0, "access token expired; send again");
+		break;
+	case KSEF_TRANSIENT:
+		if (r->in_doubt) {
+			/* KSeF may have it: ask the session's list before any resend. */
+			s->st.in_doubt++;
+			j->in_doubt = 1;
+			log_info("sched: %s send in doubt (%s); asking KSeF", key,
+			    r->reason ? r->reason : "?");
+			job_track(j, j->session_ref);
+			break;
+		}
+		job_requeue(s, j, job_backoff(s, j, now), 1,
+		    r->reason ? r->reason : "transient failure");
+		break;
+	case KSEF_REJECTED:
+		job_finish(s, j, INV_ST_REJECTED, r->code, r->reason, r->details);
+		break;
+	case KSEF_DUPLICATE:
+		if (r->ninvoices > 0)
+			job_apply(s, j, &r->invoices[0]);
+		break;
+	default:
+		job_finish(s, j, INV_ST_FAILED, r->code, r->reason, r->details);
+		break;
+	}
+	/* j may be freed here (job_finish). */
+	sched_kick(s);
+}
+
+static void
+send_commit_cb(int status, void *arg)
+{
+	struct job *j = arg;
+	struct sctx *c = j->c;
+	struct sched *s = c->s;
+	struct sess *ss = &c->sess[j->form];
+	unsigned char *doc;
+	size_t len;
+
+	if (status != STORE_COMMITTED) {
+		s->in_flight--;
+		c->sending--;
+		ss->sending--;
+		j->busy = 0;
+		s->resync = 1;
+		sched_kick(s);
+		return;
+	}
+	if (ss->rs == NULL || strcmp(ss->rs->session_ref, j->session_ref) != 0) {
+		/* Committed as SENDING but not sent: the in-doubt path finds it absent. */
+		s->in_flight--;
+		c->sending--;
+		ss->sending--;
+		j->busy = 0;
+		j->in_doubt = 1;
+		job_track(j, j->session_ref);
+		sched_kick(s);
+		return;
+	}
+	FAILPOINT("sending-committed");
+	if (store_doc_get(s->store, j->key, &doc, &len) != 0) {
+		s->in_flight--;
+		c->sending--;
+		ss->sending--;
+		j->busy = 0;
+		job_finish(s, j, INV_ST_FAILED, 0, "invoice XML missing from the "
+		    "store", NULL);
+		return;
+	}
+	s->st.sent++;
+	ksef_invoice_send(c->k, ss->rs, doc, len, send_cb, j);
+	free(doc);
+}
+
+/* Commit the job as SENDING in the open session; the send leaves after the commit. */
+static void
+job_send(struct sched *s, struct job *j, int64_t now)
+{
+	struct sctx *c = j->c;
+	struct sess *ss = &c->sess[j->form];
+	struct record_invoice inv;
+
+	if (job_load(s, j, &inv) == -1)
+		return;
+	inv.attempts++;
+	if (inv.first_attempt_ms == 0)
+		inv.first_attempt_ms = now;
+	record_str_set(&inv.session_ref, ss->rs->session_ref);
+	record_str_set(&j->session_ref, ss->rs->session_ref);
+	/* Due again if nothing is heard: then it is in doubt. */
+	inv.next_due_ms = now + s->conf->request_timeout * 2;
+	j->attempts = inv.attempts;
+	if (job_save(s, j, &inv, INV_ST_SENDING, "attempt %u in session %s",
+	    j->attempts, ss->rs->session_ref) == -1)
+		return;
+	ss->rs->invoice_count++;
+	ss->sending++;
+	ss->last_send = now;
+	sess_persist(c, j->form);
+	c->sending++;
+	s->in_flight++;
+	j->busy = 1;
+	ctx_limit_record(c, RL_GROUP_INVOICE_SEND, now);
+	store_on_commit(s->store, send_commit_cb, j);
+}
+
+/* Send what is due in one form of one context; 1 if one was started. */
+static int
+ctx_send_one(struct sctx *c, int form, int64_t now, int64_t *next)
+{
+	struct sched *s = c->s;
+	struct job *j;
+	unsigned cap;
+
+	if (c->nheap[form] == 0)
+		return 0;
+	j = c->heap[form][0];
+	if (j->due > now) {
+		if (j->due < *next)
+			*next = j->due;
+		ctx_session(c, form, 0, now, next);
+		return 0;
+	}
+	if (j->hold) {
+		heap_remove(c, j);
+		return 1;
+	}
+	if (j->received_ms + s->conf->max_age <= now) {
+		heap_remove(c, j);
+		job_finish(s, j, INV_ST_FAILED, 0, "expired: not sent within "
+		    "retry.max_age", NULL);
+		return 1;
+	}
+	cap = (unsigned)(SCHED_SEND_SLOTS * breaker_factor(&c->br) / 1000);
+	if (cap < 1)
+		cap = 1;
+	if (c->sending >= cap || s->in_flight >= (unsigned)s->conf->max_in_flight)
+		return 0;
+	if (!ctx_session(c, form, 1, now, next))
+		return 0;
+	if (!ctx_limit_ok(c, RL_GROUP_INVOICE_SEND, now, next))
+		return 0;
+	if (!breaker_allow(&c->br, now)) {
+		int64_t t = breaker_next_allowed(&c->br, now);
+
+		if (t < *next)
+			*next = t;
+		return 0;
+	}
+	heap_remove(c, j);
+	job_send(s, j, now);
+	return 1;
+}
+
+/* --- status, duplicates, UPO -------------------------------------------- */
+
+static void dup_start(struct sched *, struct job *, const struct ksef_invoice *);
+
+/* Apply what KSeF says of an invoice we track. */
+static void
+job_apply(struct sched *s, struct job *j, const struct ksef_invoice *ki)
+{
+	struct record_invoice inv;
+	int64_t now = time_now_ms();
+
+	switch (ki->outcome) {
+	case KSEF_PROCESSED:
+		if (job_load(s, j, &inv) == -1)
+			return;
+		record_str_set(&inv.ksef_number, ki->ksef_number);
+		record_str_set(&inv.acquisition_date, ki->acquisition_date);
+		record_str_set(&inv.storage_date, ki->storage_date);
+		inv.next_due_ms = now;
+		record_str_set(&j->ksef_number, ki->ksef_number);
+		record_str_set(&j->upo_url, ki->upo_url);
+		job_untrack(j);
+		if (job_save(s, j, &inv, INV_ST_ACCEPTED, "KSeF number %s",
+		    ki->ksef_number ? ki->ksef_number : "?") == 0) {
+			j->due = now;
+			list_add(j, JL_UPO);
+		}
+		break;
+	case KSEF_REJECTED:
+		job_untrack(j);
+		job_finish(s, j, INV_ST_REJECTED, ki->code, ki->reason,
+		    ki->details);
+		break;
+	case KSEF_DUPLICATE:
+		job_untrack(j);
+		dup_start(s, j, ki);
+		break;
+	case KSEF_TRANSIENT:
+		/* KSeF dropped it (e.g. its session was cancelled): send again. */
+		job_requeue(s, j, now, 0, ki->reason ? ki->reason :
+		    "KSeF cancelled it; send again");
+		break;
+	default:
+		break;		/* still being processed */
+	}
+}
+
+/* A SENDING job in doubt that KSeF lists: it got through. */
+static void
+job_resolved(struct sched *s, struct job *j, const struct ksef_invoice *ki)
+{
+	struct record_invoice inv;
+	char key[17];
+
+	if (job_load(s, j, &inv) == -1)
+		return;
+	record_str_set(&inv.invoice_ref, ki->reference);
+	record_str_set(&j->invoice_ref, ki->reference);
+	inv.next_due_ms = time_now_ms() + s->conf->poll_status_interval;
+	job_short(j, key);
+	j->in_doubt = 0;
+	job_untrack(j);
+	if (job_save(s, j, &inv, INV_ST_SUBMITTED, "in doubt; KSeF has it as %s",
+	    ki->reference ? ki->reference : "?") == -1)
+		return;
+	job_track(j, j->session_ref);
+	job_apply(s, j, ki);
+}
+
+static void
+poll_cb(struct ksef_result *r, void *arg)
+{
+	struct strack *t = arg;
+	struct sctx *c = t->c;
+	struct sched *s = c->s;
+	struct job *j, *jn;
+	struct ksef_invoice *ki;
+	int64_t now = time_now_ms();
+	size_t i;
+
+	FAILPOINT("status-response");
+	s->in_flight--;
+	ctx_outcome(c, r);	/* t stays busy (and alive) until the end */
+	switch (r->outcome) {
+	case KSEF_OK:
+		for (i = 0; i < r->ninvoices; i++) {
+			ki = &r->invoices[i];
+			if (ki->reference == NULL)
+				continue;
+			j = map_get(s->refs, ki->reference, strlen(ki->reference));
+			if (j != NULL && j->st == t && !j->busy &&
+			    j->state == INV_ST_SUBMITTED)
+				job_apply(s, j, ki);
+		}
+		/* In-doubt sends: found by hash in this page? */
+		for (j = t->jobs; j != NULL; j = jn) {
+			jn = j->snext;
+			if (!j->in_doubt || j->busy)
+				continue;
+			if ((ki = ksef_invoice_find_hash(r, j->sha)) != NULL) {
+				j->seen_round = t->round;
+				job_resolved(s, j, ki);
+			}
+		}
+		free(t->cont);
+		t->cont = r->continuation;
+		r->continuation = NULL;
+		if (t->cont != NULL) {
+			t->next_poll = now;	/* next page at once */
+			break;
+		}
+		/* The whole list was read: what is in doubt and absent was lost. */
+		for (j = t->jobs; j != NULL; j = jn) {
+			jn = j->snext;
+			if (j->in_doubt && !j->busy && j->seen_round != t->round) {
+				s->st.resent++;
+				job_requeue(s, j, now, 0, "in doubt, and KSeF does "
+				    "not have it: send again");
+			}
+		}
+		t->next_poll = now + s->conf->poll_status_interval;
+		break;
+	case KSEF_RETRY_AFTER:
+		ctx_limit_pause(c, RL_GROUP_SESSION_INVOICE_LIST, r->retry_at_ms);
+		t->next_poll = r->retry_at_ms;
+		break;
+	case KSEF_NOT_FOUND:
+		/* KSeF does not know the session: it cannot have its invoices. */
+		for (j = t->jobs; j != NULL; j = jn) {
+			jn = j->snext;
+			if (j->in_doubt && !j->busy)
+				job_requeue(s, j, now, 0, "in doubt, and KSeF does "
+				    "not know its session: send again");
+		}
+		free(t->cont);
+		t->cont = NULL;
+		t->next_poll = now + s->conf->poll_status_interval;
+		break;
+	default:
+		free(t->cont);
+		t->cont = NULL;
+		t->next_poll = now + s->conf->poll_status_interval;
+		break;
+	}
+	t->busy = 0;
+	track_free_maybe(t);
+	sched_kick(s);
+}
+
+/* Poll the sessions of a context whose poll is due. */
+static void
+ctx_poll(struct sctx *c, int64_t now, int64_t *next)
+{
+	struct sched *s = c->s;
+	struct strack *t, *tn;
+
+	for (t = c->tracks; t != NULL; t = tn) {
+		tn = t->next;
+		if (t->busy || t->njobs == 0)
+			continue;
+		if (t->next_poll > now) {
+			if (t->next_poll < *next)
+				*next = t->next_poll;
+			continue;
+		}
+		if (!ctx_authed(c, now, next) ||
+		    !ctx_limit_ok(c, RL_GROUP_SESSION_INVOICE_LIST, now, next))
+			return;
+		if (t->cont == NULL)
+			t->round++;
+		t->busy = 1;
+		ctx_limit_record(c, RL_GROUP_SESSION_INVOICE_LIST, now);
+		s->in_flight++;
+		ksef_session_invoices(c->k, t->ref, t->cont, SCHED_PAGE_SIZE, 0,
+		    poll_cb, t);
+	}
+}
+
+static void
+upo_cb(struct ksef_result *r, void *arg)
+{
+	struct job *j = arg;
+	struct sctx *c = j->c;
+	struct sched *s = c->s;
+	struct record_invoice inv;
+	int64_t now = time_now_ms();
+
+	s->in_flight--;
+	c->upo_busy--;
+	j->busy = 0;
+	ctx_outcome(c, r);
+	switch (r->outcome) {
+	case KSEF_OK:
+		if (store_upo_put(s->store, j->key, r->body.data, r->body.len) != 0 ||
+		    job_load(s, j, &inv) == -1)
+			break;
+		inv.upo_present = 1;
+		inv.next_due_ms = 0;
+		if (job_save(s, j, &inv, INV_ST_DONE, "UPO stored (%zu bytes)",
+		    r->body.len) == 0) {
+			job_free(s, j);
+			sched_kick(s);
+			return;
+		}
+		break;
+	case KSEF_RETRY_AFTER:
+		ctx_limit_pause(c, RL_GROUP_SESSION_MISC, r->retry_at_ms);
+		j->due = r->retry_at_ms;
+		break;
+	default:
+		/* Not there yet, or the link expired: use the endpoint next time. */
+		free(j->upo_url);
+		j->upo_url = NULL;
+		j->attempts++;
+		j->due = job_backoff(s, j, now);
+		break;
+	}
+	list_remove(j);
+	list_add(j, JL_UPO);
+	sched_kick(s);
+}
+
+static void
+ctx_upo(struct sctx *c, int64_t now, int64_t *next)
+{
+	struct sched *s = c->s;
+	struct job *j;
+	int group;
+
+	for (j = c->upo; j != NULL; j = j->lnext) {
+		if (j->busy)
+			continue;
+		if (j->due > now) {
+			if (j->due < *next)
+				*next = j->due;
+			continue;
+		}
+		if (c->upo_busy >= SCHED_UPO_INFLIGHT)
+			return;
+		group = j->upo_url ? -1 : RL_GROUP_SESSION_MISC;
+		if (j->upo_url == NULL && !ctx_authed(c, now, next))
+			return;
+		if (!ctx_limit_ok(c, group, now, next))
+			return;
+		FAILPOINT("upo-start");
+		ctx_limit_record(c, group, now);
+		j->busy = 1;
+		c->upo_busy++;
+		s->in_flight++;
+		ksef_invoice_upo(c->k, j->session_ref,
+		    j->orig_session ? NULL : j->invoice_ref, j->ksef_number,
+		    j->upo_url, upo_cb, j);
+	}
+}
+
+static void
+dup_cb(struct ksef_result *r, void *arg)
+{
+	struct job *j = arg;
+	struct sctx *c = j->c;
+	struct sched *s = c->s;
+	struct record_invoice inv;
+	int64_t now = time_now_ms();
+	char msg[256];
+
+	s->in_flight--;
+	j->busy = 0;
+	ctx_outcome(c, r);
+	list_remove(j);
+	switch (r->outcome) {
+	case KSEF_OK:
+		s->st.duplicates++;
+		if (memcmp(r->body_sha256, j->sha, INV_SHA_LEN) == 0) {
+			/* Our earlier send got through: its number is ours. */
+			if (job_load(s, j, &inv) == -1)
+				break;
+			record_str_set(&inv.ksef_number, j->ksef_number);
+			record_str_set(&inv.session_ref, j->orig_session);
+			record_str_set(&inv.invoice_ref, NULL);
+			inv.next_due_ms = now;
+			record_str_set(&j->session_ref, j->orig_session);
+			if (job_save(s, j, &inv, INV_ST_ACCEPTED, "duplicate of "
+			    "our own earlier send: KSeF number %s",
+			    j->ksef_number) == 0) {
+				j->due = now;
+				list_add(j, JL_UPO);
+			}
+		} else {
+			snprintf(msg, sizeof(msg), "conflict: KSeF holds another "
+			    "invoice with this seller, type and number (%s)",
+			    j->ksef_number);
+			job_finish(s, j, INV_ST_FAILED, 440, msg, NULL);
+			sched_kick(s);	/* j is freed */
+			return;
+		}
+		break;
+	case KSEF_RETRY_AFTER:
+		ctx_limit_pause(c, RL_GROUP_INVOICE_DOWNLOAD, r->retry_at_ms);
+		j->due = r->retry_at_ms;
+		list_add(j, JL_DUP);
+		break;
+	default:
+		j->attempts++;
+		j->due = job_backoff(s, j, now);
+		list_add(j, JL_DUP);
+		break;
+	}
+	sched_kick(s);
+}
+
+/* KSeF says duplicate: remember the original and fetch it to compare. */
+static void
+dup_start(struct sched *s, struct job *j, const struct ksef_invoice *ki)
+{
+	record_str_set(&j->ksef_number, ki->original_ksef_number);
+	record_str_set(&j->orig_session, ki->original_session);
+	j->due = time_now_ms();
+	list_add(j, JL_DUP);
+}
+
+static void
+ctx_dup(struct sctx *c, int64_t now, int64_t *next)
+{
+	struct sched *s = c->s;
+	struct job *j;
+
+	for (j = c->dup; j != NULL; j = j->lnext) {
+		if (j->busy)
+			continue;
+		if (j->due > now) {
+			if (j->due < *next)
+				*next = j->due;
+			continue;
+		}
+		if (!ctx_authed(c, now, next) ||
+		    !ctx_limit_ok(c, RL_GROUP_INVOICE_DOWNLOAD, now, next))
+			return;
+		ctx_limit_record(c, RL_GROUP_INVOICE_DOWNLOAD, now);
+		j->busy = 1;
+		s->in_flight++;
+		ksef_invoice_fetch(c->k, j->ksef_number, dup_cb, j);
+	}
+}
+
+/* --- the run ----------------------------------------------------------- */
+
+static void
+sched_timer_set(struct sched *s, int64_t at, int64_t now)
+{
+	struct timeval tv;
+	int64_t d;
+
+	if (at == INT64_MAX)
+		return;
+	d = at > now ? at - now : 0;
+	if (evtimer_pending(s->ev_timer, NULL) && s->timer_at <= at)
+		return;
+	tv.tv_sec = d / 1000;
+	tv.tv_usec = (d % 1000) * 1000;
+	s->timer_at = at;
+	evtimer_add(s->ev_timer, &tv);
+}
+
+/* One pass: for each context in turn, auth, sessions, sends, polls, UPOs. */
+static void
+sched_run(struct sched *s)
+{
+	int64_t now = time_now_ms(), next = INT64_MAX;
+	struct sctx *c;
+	int progress, f;
+
+	if (s->stopping)
+		return;
+	sched_resync_maybe(s);
+	if (s->resync)
+		return;
+	/* Sends interleave across contexts, one at a time each (fairness). */
+	do {
+		progress = 0;
+		for (c = s->ctxs; c != NULL; c = c->next) {
+			if (c->gone)
+				continue;
+			for (f = 0; f < SCHED_NFORMS; f++)
+				progress |= ctx_send_one(c, f, now, &next);
+		}
+	} while (progress);
+	for (c = s->ctxs; c != NULL; c = c->next) {
+		if (c->gone)
+			continue;
+		for (f = 0; f < SCHED_NFORMS; f++)
+			if (c->nheap[f] == 0)
+				ctx_session(c, f, 0, now, &next);
+		ctx_poll(c, now, &next);
+		ctx_upo(c, now, &next);
+		ctx_dup(c, now, &next);
+		ctx_limits_persist(c);
+	}
+	sched_timer_set(s, next, now);
+}
+
+static void
+sched_run_cb(evutil_socket_t fd, short ev, void *arg)
+{
+	sched_run(arg);
+}
+
+static void
+sched_kick(struct sched *s)
+{
+	event_active(s->ev_run, EV_TIMEOUT, 0);
+}
+
+/* --- set-up, loading, resync -------------------------------------------- */
+
+static struct sctx *
+sched_ctx_find(struct sched *s, const char *nip)
+{
+	struct sctx *c;
+
+	for (c = s->ctxs; c != NULL; c = c->next)
+		if (strcmp(c->nip, nip) == 0)
+			return c;
+	return NULL;
+}
+
+static void
+ctx_options(struct sched *s, const struct conf_context *cc,
+    struct ksef_ctx_options *o)
+{
+	memset(o, 0, sizeof(*o));
+	o->base_url = s->conf->base_url;
+	o->nip = cc->nip;
+	o->token = cc->token;
+	o->connect_timeout_ms = s->conf->connect_timeout;
+	o->request_timeout_ms = s->conf->request_timeout;
+	o->token_refresh_margin_ms = s->conf->token_refresh_margin;
+	o->poll_auth_interval_ms = s->conf->poll_auth_interval;
+	o->token_cb = sched_token_cb;
+	o->token_arg = s;
+}
+
+/* Restore a context's tokens, sessions and limiter state from meta. */
+static void
+ctx_restore(struct sctx *c)
+{
+	struct sched *s = c->s;
+	struct record_token tok;
+	struct record_session *rs;
+	struct record_err rerr;
+	unsigned char *v;
+	size_t len;
+	char name[96], err[200];
+	int f, g;
+
+	snprintf(name, sizeof(name), "token/%s", c->nip);
+	if (store_meta_get(s->store, name, &v, &len) == 0) {
+		if (record_token_decode(v, len, &tok, &rerr) == 0) {
+			ksef_ctx_token_set(c->k, &tok);
+			record_token_free(&tok);
+		}
+		explicit_wipe(v, len);
+		free(v);
+	}
+	for (f = 0; f < SCHED_NFORMS; f++) {
+		snprintf(name, sizeof(name), "session/%s/%s", c->nip,
+		    record_form_name(f));
+		if (store_meta_get(s->store, name, &v, &len) != 0)
+			continue;
+		rs = xcalloc(1, sizeof(*rs));
+		if (record_session_decode(v, len, rs, &rerr) == 0 &&
+		    rs->valid_until_ms > time_now_ms() + 60000) {
+			c->sess[f].rs = rs;
+			c->sess[f].last_send = time_now_ms();
+		} else {
+			if (rerr.code == 0)
+				record_session_free(rs);
+			free(rs);
+		}
+		explicit_wipe(v, len);
+		free(v);
+	}
+	for (g = 0; g < RL_NGROUPS; g++) {
+		snprintf(name, sizeof(name), "limiter/%s/%s", c->nip,
+		    ratelimit_group_name(g));
+		if (store_meta_get(s->store, name, &v, &len) != 0)
+			continue;
+		if (ratelimit_decode(c->rl[g], v, len, err, sizeof(err)) == -1)
+			log_warnx("sched: %s: %s", name, err);
+		free(v);
+	}
+}
+
+static struct sctx *
+ctx_new(struct sched *s, const struct conf_context *cc)
+{
+	struct sctx *c = xcalloc(1, sizeof(*c));
+	struct ksef_ctx_options o;
+	int f;
+
+	c->s = s;
+	snprintf(c->nip, sizeof(c->nip), "%s", cc->nip);
+	for (f = 0; f < SCHED_NFORMS; f++) {
+		c->ops[f] = xcalloc(1, sizeof(*c->ops[f]));
+		c->ops[f]->c = c;
+		c->ops[f]->form = f;
+	}
+	ctx_options(s, cc, &o);
+	c->k = ksef_ctx_new(s->base, s->http, &o);
+	breaker_init(&c->br);
+	ctx_limits_apply(c, s->conf);
+	ctx_restore(c);
+	c->next = s->ctxs;
+	s->ctxs = c;
+	return c;
+}
+
+/* Give a loaded job its place: queue, poll, UPO or duplicate list. */
+static void
+job_place(struct sched *s, struct job *j, const struct record_invoice *inv)
+{
+	int64_t now = time_now_ms();
+
+	switch (j->state) {
+	case INV_ST_QUEUED:
+		job_queue(j, inv->next_due_ms ? inv->next_due_ms : now);
+		break;
+	case INV_ST_SENDING:
+		/* After a crash: in doubt until KSeF's list says. */
+		j->in_doubt = 1;
+		s->st.in_doubt++;
+		if (inv->session_ref != NULL)
+			job_track(j, inv->session_ref);
+		else
+			job_queue(j, now);
+		break;
+	case INV_ST_SUBMITTED:
+		if (inv->session_ref != NULL)
+			job_track(j, inv->session_ref);
+		break;
+	case INV_ST_ACCEPTED:
+		j->due = now;
+		list_add(j, JL_UPO);
+		break;
+	default:
+		break;
+	}
+}
+
+static int
+sched_load_cb(const struct record_invoice *inv, void *arg)
+{
+	struct sched *s = arg;
+	struct sctx *c;
+	struct job *j;
+	char key[17];
+
+	if (inv->state == INV_ST_DONE || inv->state == INV_ST_REJECTED ||
+	    inv->state == INV_ST_FAILED)
+		return 0;
+	if ((c = sched_ctx_find(s, inv->seller_nip)) == NULL) {
+		record_key_short(inv->key, key);
+		log_warnx("sched: %s: seller %s is not a configured context; "
+		    "left %s", key, inv->seller_nip, record_state_name(inv->state));
+		return 0;
+	}
+	j = job_new(s, c, inv);
+	job_place(s, j, inv);
+	return 0;
+}
+
+static int
+job_free_cb(const void *k, size_t len, void *val, void *arg)
+{
+	struct job *j = val;
+
+	free(j->session_ref);
+	free(j->invoice_ref);
+	free(j->ksef_number);
+	free(j->upo_url);
+	free(j->orig_session);
+	free(j);
+	return 0;
+}
+
+/* Drop every in-memory job and track (nothing in flight). */
+static void
+sched_jobs_clear(struct sched *s)
+{
+	struct sctx *c;
+	struct strack *t, *tn;
+	int f;
+
+	map_foreach(s->jobs, job_free_cb, NULL);
+	map_free(s->jobs);
+	map_free(s->refs);
+	s->jobs = map_new();
+	s->refs = map_new();
+	memset(s->st.per_state, 0, sizeof(s->st.per_state));
+	s->st.jobs = 0;
+	for (c = s->ctxs; c != NULL; c = c->next) {
+		for (f = 0; f < SCHED_NFORMS; f++)
+			c->nheap[f] = 0;
+		c->upo = c->dup = NULL;
+		for (t = c->tracks; t != NULL; t = tn) {
+			tn = t->next;
+			free(t->ref);
+			free(t->cont);
+			free(t);
+		}
+		c->tracks = NULL;
+	}
+}
+
+/* After a failed commit, once nothing is in flight: rebuild from the store. */
+static void
+sched_resync_maybe(struct sched *s)
+{
+	if (!s->resync || s->in_flight > 0)
+		return;
+	log_warnx("sched: reloading unfinished invoices from the store");
+	sched_jobs_clear(s);
+	s->resync = 0;
+	store_invoice_foreach(s->store, sched_load_cb, s);
+}
+
+static void
+sched_policies(struct sched *s, const struct conf *conf)
+{
+	breaker_policy_default(&s->bp);
+	s->bo.min_ms = conf->backoff_min;
+	s->bo.max_ms = conf->backoff_max;
+	s->bo.max_age_ms = conf->max_age;
+}
+
+struct sched *
+sched_new(struct event_base *base, struct store *store, struct http *http,
+    const struct conf *conf)
+{
+	struct sched *s = xcalloc(1, sizeof(*s));
+	size_t i;
+
+	s->base = base;
+	s->store = store;
+	s->http = http;
+	s->conf = conf;
+	s->jobs = map_new();
+	s->refs = map_new();
+	sched_policies(s, conf);
+	s->ev_run = event_new(base, -1, 0, sched_run_cb, s);
+	s->ev_timer = evtimer_new(base, sched_run_cb, s);
+	if (s->ev_run == NULL || s->ev_timer == NULL)
+		fatalx("sched: cannot create events");
+	for (i = 0; i < conf->ncontexts; i++)
+		ctx_new(s, &conf->contexts[i]);
+	store_invoice_foreach(store, sched_load_cb, s);
+	log_info("sched: %llu unfinished invoices (%llu queued, %llu in doubt, "
+	    "%llu submitted, %llu accepted)", (unsigned long long)s->st.jobs,
+	    (unsigned long long)s->st.per_state[INV_ST_QUEUED],
+	    (unsigned long long)s->st.per_state[INV_ST_SENDING],
+	    (unsigned long long)s->st.per_state[INV_ST_SUBMITTED],
+	    (unsigned long long)s->st.per_state[INV_ST_ACCEPTED]);
+	sched_kick(s);
+	return s;
+}
+
+void
+sched_update(struct sched *s, const struct conf *conf)
+{
+	struct ksef_ctx_options o;
+	struct sctx *c;
+	size_t i;
+
+	s->conf = conf;
+	sched_policies(s, conf);
+	for (c = s->ctxs; c != NULL; c = c->next)
+		c->gone = 1;
+	for (i = 0; i < conf->ncontexts; i++) {
+		if ((c = sched_ctx_find(s, conf->contexts[i].nip)) == NULL) {
+			ctx_new(s, &conf->contexts[i]);
+			s->resync = 1;	/* pick up its invoices */
+			continue;
+		}
+		c->gone = 0;
+		ctx_options(s, &conf->contexts[i], &o);
+		ksef_ctx_update(c->k, &o);
+		ctx_limits_apply(c, conf);
+	}
+	sched_kick(s);
+}
+
+void
+sched_invoice_new(struct sched *s, const struct record_invoice *inv)
+{
+	struct sctx *c;
+	struct job *j;
+
+	if (map_get(s->jobs, inv->key, INV_KEY_LEN) != NULL)
+		return;
+	if ((c = sched_ctx_find(s, inv->seller_nip)) == NULL || c->gone)
+		return;
+	j = job_new(s, c, inv);
+	job_place(s, j, inv);
+	sched_kick(s);
+}
+
+int
+sched_invoice_retry(struct sched *s, const unsigned char key[INV_KEY_LEN])
+{
+	struct record_invoice inv;
+	struct sctx *c;
+	struct job *j;
+	int64_t now = time_now_ms();
+
+	if (map_get(s->jobs, key, INV_KEY_LEN) != NULL ||
+	    store_invoice_get(s->store, key, &inv) != 0)
+		return -1;
+	if (inv.state != INV_ST_FAILED ||
+	    (c = sched_ctx_find(s, inv.seller_nip)) == NULL) {
+		record_invoice_free(&inv);
+		return -1;
+	}
+	inv.attempts = 0;
+	inv.first_attempt_ms = 0;
+	inv.received_ms = now;		/* max_age counts from the retry */
+	inv.next_due_ms = now;
+	inv.error_code = 0;
+	record_str_set(&inv.error_desc, NULL);
+	record_str_set(&inv.error_details, NULL);
+	if (store_invoice_transition(s->store, &inv, INV_ST_QUEUED,
+	    "retry requested") != 0) {
+		record_invoice_free(&inv);
+		return -1;
+	}
+	store_on_commit(s->store, sched_commit_cb, s);
+	j = job_new(s, c, &inv);
+	job_place(s, j, &inv);
+	record_invoice_free(&inv);
+	sched_kick(s);
+	return 0;
+}
+
+void
+sched_stop(struct sched *s)
+{
+	s->stopping = 1;
+}
+
+unsigned
+sched_in_flight(const struct sched *s)
+{
+	return s->in_flight;
+}
+
+void
+sched_stats_get(const struct sched *s, struct sched_stats *out)
+{
+	*out = s->st;
+	out->in_flight = s->in_flight;
+}
+
+void
+sched_free(struct sched *s)
+{
+	struct sctx *c, *cn;
+	int f, g;
+
+	if (s == NULL)
+		return;
+	for (c = s->ctxs; c != NULL; c = c->next)
+		ctx_limits_persist(c);
+	/* Cancels what is in flight, without callbacks; the store keeps states. */
+	for (c = s->ctxs; c != NULL; c = c->next)
+		ksef_ctx_free(c->k);
+	sched_jobs_clear(s);
+	map_free(s->jobs);
+	map_free(s->refs);
+	for (c = s->ctxs; c != NULL; c = cn) {
+		cn = c->next;
+		for (f = 0; f < SCHED_NFORMS; f++) {
+			if (c->sess[f].rs != NULL) {
+				record_session_free(c->sess[f].rs);
+				free(c->sess[f].rs);
+			}
+			free(c->heap[f]);
+			free(c->ops[f]);
+		}
+		for (g = 0; g < RL_NGROUPS; g++)
+			ratelimit_free(c->rl[g]);
+		free(c);
+	}
+	event_free(s->ev_run);
+	event_free(s->ev_timer);
+	free(s);
+}

@@ -1,0 +1,68 @@
+/*
+ * sched.h: the submission pipeline.  It takes every invoice that is not
+ * finished through its life cycle (DESIGN.md) — QUEUED -> SENDING ->
+ * SUBMITTED -> ACCEPTED -> DONE, or REJECTED / FAILED — talking to KSeF
+ * only through src/ksef/ksef.h, within the rate limits (one exact limiter
+ * per context and endpoint group), with backoff, a circuit breaker per
+ * context and a cap on requests in flight.
+ *
+ * Invariants kept here:
+ *  - a send leaves the process only after the SENDING record (with its
+ *    session reference and attempt count) has committed;
+ *  - a SENDING record found at start, or a send whose outcome is unknown,
+ *    is "in doubt": it is looked up in its session's invoice list by
+ *    invoice hash and sent again only when KSeF does not have it;
+ *  - KSeF's duplicate answer is resolved by fetching the original and
+ *    comparing SHA-256: equal means accepted with the original number;
+ *  - a 429 pauses the group for that context until Retry-After and is not
+ *    a failed attempt; every state change goes through the store's
+ *    transition call, which writes the audit event with it.
+ */
+#ifndef KSEFD_SCHED_H
+#define KSEFD_SCHED_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "record.h"
+
+struct conf;
+struct event_base;
+struct http;
+struct sched;
+struct store;
+
+/* Counters for status output and metrics. */
+struct sched_stats {
+	uint64_t	 jobs;			/* invoices not finished */
+	uint64_t	 per_state[INV_ST_COUNT];	/* of those */
+	uint64_t	 in_flight;		/* KSeF requests under way */
+	uint64_t	 sent;			/* invoice sends started */
+	uint64_t	 retry_after;		/* 429s seen */
+	uint64_t	 transient;		/* transient failures */
+	uint64_t	 in_doubt;		/* sends whose outcome was unknown */
+	uint64_t	 resent;		/* in-doubt sends found absent and sent again */
+	uint64_t	 duplicates;		/* duplicate answers resolved */
+};
+
+/*
+ * Load every unfinished invoice from the store and start working.  The
+ * transport and store are borrowed.  Caller frees with sched_free().
+ */
+struct sched	*sched_new(struct event_base *, struct store *, struct http *,
+		    const struct conf *);
+/* Take new settings (reload): contexts added/removed/changed, limits, intervals. */
+void		 sched_update(struct sched *, const struct conf *);
+/* A new invoice was committed as QUEUED (intake calls this). */
+void		 sched_invoice_new(struct sched *, const struct record_invoice *);
+/* Re-queue a FAILED invoice (ksefctl retry); -1 when it cannot be. */
+int		 sched_invoice_retry(struct sched *, const unsigned char key[INV_KEY_LEN]);
+/* Start no new requests; those in flight finish. */
+void		 sched_stop(struct sched *);
+/* Requests in flight. */
+unsigned	 sched_in_flight(const struct sched *);
+void		 sched_stats_get(const struct sched *, struct sched_stats *);
+/* Cancel what is in flight (the store keeps every state) and free. */
+void		 sched_free(struct sched *);
+
+#endif
