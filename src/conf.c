@@ -89,6 +89,7 @@ static const struct key keys[] = {
 	{ "reconcile", "interval", K_DUR, OFF(reconcile_interval), "1h", 0, NOMAX, 0 },
 	{ "reconcile", "stuck_after", K_DUR, OFF(reconcile_stuck_after), "2h", MIN_1MS, NOMAX, 0 },
 	{ "limits", "enabled", K_BOOL, OFF(limits_enabled), "yes", 0, 0, 0 },
+	{ "limits", "windows", K_STR, OFF(limit_windows), "1s 60s 1h", 0, 0, 0 },
 	{ "alert", "syslog", K_BOOL, OFF(alert_syslog), "yes", 0, 0, 0 },
 	{ "alert", "command", K_STR, OFF(alert_command), NULL, 0, 0, 0 },
 	{ "alert", "command_timeout", K_DUR, OFF(alert_command_timeout), "30s", MIN_1MS, NOMAX, 0 },
@@ -857,16 +858,38 @@ conf_read_cb(char *str, int num, void *stream)
 	return str;
 }
 
+/* "1s 60s 1h": the three limiter windows, increasing; -1 when not. */
+static int
+conf_windows_parse(const char *v, int64_t out[3])
+{
+	char *copy = xstrdup(v), *tok, *save = NULL;
+	int n = 0, r = 0;
+
+	for (tok = strtok_r(copy, " \t", &save); tok != NULL;
+	    tok = strtok_r(NULL, " \t", &save)) {
+		if (n == 3 || (out[n] = parse_duration_ms(tok)) <= 0 ||
+		    (n > 0 && out[n] < out[n - 1])) {
+			r = -1;
+			break;
+		}
+		n++;
+	}
+	free(copy);
+	return n == 3 ? r : -1;
+}
+
 /* Checks that span keys, and values that follow from others. */
 static void
 conf_finish(struct parse *p)
 {
 	struct conf *conf = p->conf;
-	size_t i, bmin = 0, bmax = 0, listen = 0, latarnia = 0, fa2 = 0;
+	size_t i, bmin = 0, bmax = 0, listen = 0, latarnia = 0, fa2 = 0, win = 0;
 
 	for (i = 0; i < nitems(keys); i++) {
 		if (keys[i].off == OFF(intake_fa2))
 			fa2 = i;
+		else if (keys[i].off == OFF(limit_windows))
+			win = i;
 		else if (keys[i].off == OFF(backoff_min))
 			bmin = i;
 		else if (keys[i].off == OFF(backoff_max))
@@ -889,6 +912,10 @@ conf_finish(struct parse *p)
 	else
 		conf_error(p, p->seen[fa2], "intake.fa2: \"%s\" is not auto, "
 		    "yes or no", conf->intake_fa2);
+	if (conf_windows_parse(conf->limit_windows, conf->limit_window_ms) == -1)
+		conf_error(p, p->seen[win], "limits.windows: \"%s\" is not three "
+		    "increasing durations (second, minute, hour windows), e.g. "
+		    "\"1s 60s 1h\"", conf->limit_windows);
 	if (conf->backoff_min > conf->backoff_max)
 		conf_error(p, p->seen[bmax] ? p->seen[bmax] : p->seen[bmin],
 		    "retry.backoff_min (%" PRId64 " ms) is greater than "

@@ -89,6 +89,8 @@ struct conf {
 	int64_t		 reconcile_stuck_after;
 	/* [limits] */
 	int		 limits_enabled;
+	char		*limit_windows;		/* as written */
+	int64_t		 limit_window_ms[3];	/* second, minute, hour windows */
 	struct conf_limit limits[RL_NGROUPS];	/* by enum ratelimit_group */
 	/* [alert] */
 	int		 alert_syslog;

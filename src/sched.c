@@ -23,6 +23,7 @@
 #define SCHED_PAGE_SIZE		1000	/* session invoice list page */
 #define SCHED_UPO_INFLIGHT	16	/* UPO downloads at once per context */
 #define SCHED_SEND_SLOTS	64	/* sends in flight per context (before the breaker) */
+#define SCHED_LIMIT_SLACK_MS	100	/* added to every limiter window */
 
 struct sctx;
 struct strack;
@@ -541,6 +542,15 @@ ctx_limits_apply(struct sctx *c, const struct conf *conf)
 		if (!conf->limits_enabled)
 			for (w = 0; w < RL_NWIN; w++)
 				l.max[w] = 0;
+		/*
+		 * KSeF counts arrivals; we count decisions, which leave after a
+		 * commit and an encryption of varying length.  A little slack
+		 * on every window keeps two sends from arriving closer than
+		 * KSeF allows (measured: tests/pipeline_limits.sh).
+		 */
+		for (w = 0; w < RL_NWIN; w++)
+			l.window_ms[w] = conf->limit_window_ms[w] +
+			    SCHED_LIMIT_SLACK_MS;
 		if (c->rl[g] == NULL)
 			c->rl[g] = ratelimit_new(&l);
 		else
