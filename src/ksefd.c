@@ -431,6 +431,9 @@ main(int argc, char *argv[])
 			break;
 		case 'V':
 			printf("ksefd %s\n", PACKAGE_VERSION);
+#ifdef KSEFD_FAILPOINTS
+			printf("failpoints compiled in (KSEFD_FAILPOINTS)\n");
+#endif
 			return 0;
 		default:
 			usage(stderr);
