@@ -46,6 +46,7 @@ struct api {
 	int			 have_token;
 	size_t			 max_body;
 	struct api_req		*pending;	/* answers waiting for a commit */
+	struct api_ops		 ops;
 };
 
 /* A request whose answer waits for a group commit. */
@@ -54,6 +55,8 @@ struct api_req {
 	struct evhttp_request	*req;		/* NULL once the client went away */
 	struct api_req		*next, *prev;
 };
+
+static int api_id(struct evhttp_request *, const char *, unsigned char [INV_KEY_LEN]);
 
 /* Send a JSON answer; takes the reference to `body`. */
 static void
@@ -250,11 +253,8 @@ api_invoice_get(struct api *api, struct evhttp_request *req, const char *id)
 	struct record_invoice inv;
 	int r;
 
-	if (hex_decode(id, key, INV_KEY_LEN) == -1) {
-		api_reply_error(req, 400, "Bad Request", "bad_id",
-		    "an invoice id is 64 hex digits");
+	if (api_id(req, id, key) == -1)
 		return;
-	}
 	r = store_invoice_get(api->store, key, &inv);
 	if (r == 1) {
 		api_reply_error(req, 404, "Not Found", "not_found",
@@ -262,6 +262,97 @@ api_invoice_get(struct api *api, struct evhttp_request *req, const char *id)
 		return;
 	}
 	if (r == -1) {
+		api_reply_error(req, 503, "Service Unavailable", "unavailable",
+		    "the store could not be read");
+		return;
+	}
+	api_reply_json(req, 200, "OK", render_invoice_json(&inv));
+	record_invoice_free(&inv);
+}
+
+/* Decode an id or answer 400; 0 on success. */
+static int
+api_id(struct evhttp_request *req, const char *id, unsigned char key[INV_KEY_LEN])
+{
+	if (hex_decode(id, key, INV_KEY_LEN) == 0)
+		return 0;
+	api_reply_error(req, 400, "Bad Request", "bad_id",
+	    "an invoice id is 64 hex digits");
+	return -1;
+}
+
+/* GET /v1/invoices/{id}/upo: the UPO XML as KSeF issued it. */
+static void
+api_invoice_upo(struct api *api, struct evhttp_request *req, const char *id)
+{
+	unsigned char key[INV_KEY_LEN], *upo;
+	struct record_invoice inv;
+	struct evbuffer *out;
+	char msg[200];
+	size_t len;
+	int r;
+
+	if (api_id(req, id, key) == -1)
+		return;
+	if ((r = store_invoice_get(api->store, key, &inv)) != 0) {
+		if (r == 1)
+			api_reply_error(req, 404, "Not Found", "not_found",
+			    "no invoice with this id");
+		else
+			api_reply_error(req, 503, "Service Unavailable",
+			    "unavailable", "the store could not be read");
+		return;
+	}
+	r = store_upo_get(api->store, key, &upo, &len);
+	if (r != 0) {
+		snprintf(msg, sizeof(msg), "no UPO yet: the invoice is %s",
+		    record_state_name(inv.state));
+		record_invoice_free(&inv);
+		api_reply_error(req, r == 1 ? 404 : 503, r == 1 ? "Not Found" :
+		    "Service Unavailable", r == 1 ? "no_upo" : "unavailable", msg);
+		return;
+	}
+	record_invoice_free(&inv);
+	if ((out = evbuffer_new()) == NULL)
+		fatalx("api: out of memory");
+	evbuffer_add(out, upo, len);
+	free(upo);
+	evhttp_add_header(evhttp_request_get_output_headers(req),
+	    "Content-Type", "application/xml");
+	evhttp_send_reply(req, 200, "OK", out);
+	evbuffer_free(out);
+}
+
+/* POST /v1/invoices/{id}/retry: a FAILED invoice goes back to the queue. */
+static void
+api_invoice_retry(struct api *api, struct evhttp_request *req, const char *id)
+{
+	unsigned char key[INV_KEY_LEN];
+	struct record_invoice inv;
+	char msg[200];
+	int r;
+
+	if (api_id(req, id, key) == -1)
+		return;
+	if ((r = store_invoice_get(api->store, key, &inv)) != 0) {
+		api_reply_error(req, r == 1 ? 404 : 503, r == 1 ? "Not Found" :
+		    "Service Unavailable", r == 1 ? "not_found" : "unavailable",
+		    r == 1 ? "no invoice with this id" :
+		    "the store could not be read");
+		return;
+	}
+	if (inv.state != INV_ST_FAILED || api->ops.retry == NULL ||
+	    api->ops.retry(key, api->ops.arg) == -1) {
+		snprintf(msg, sizeof(msg), "only a FAILED invoice can be retried; "
+		    "this one is %s%s", record_state_name(inv.state),
+		    inv.state == INV_ST_REJECTED ? " (send a corrected invoice)" :
+		    "");
+		record_invoice_free(&inv);
+		api_reply_error(req, 409, "Conflict", "not_failed", msg);
+		return;
+	}
+	record_invoice_free(&inv);
+	if (store_invoice_get(api->store, key, &inv) != 0) {
 		api_reply_error(req, 503, "Service Unavailable", "unavailable",
 		    "the store could not be read");
 		return;
@@ -417,13 +508,35 @@ api_dispatch(struct api *api, struct evhttp_request *req)
 			goto method;
 		return;
 	}
-	if (strncmp(path, "/v1/invoices/", 13) == 0 &&
-	    strchr(path + 13, '/') == NULL) {
+	if (strncmp(path, "/v1/invoices/", 13) == 0) {
+		const char *slash = strchr(path + 13, '/');
+		char idbuf[2 * INV_KEY_LEN + 1];
+		size_t n;
+
 		id = path + 13;
-		if (cmd != EVHTTP_REQ_GET)
-			goto method;
-		api_invoice_get(api, req, id);
-		return;
+		if (slash == NULL) {
+			if (cmd != EVHTTP_REQ_GET)
+				goto method;
+			api_invoice_get(api, req, id);
+			return;
+		}
+		n = (size_t)(slash - id);
+		if (n >= sizeof(idbuf))
+			n = sizeof(idbuf) - 1;	/* too long: refused as a bad id */
+		memcpy(idbuf, id, n);
+		idbuf[n] = '\0';
+		if (strcmp(slash, "/upo") == 0) {
+			if (cmd != EVHTTP_REQ_GET)
+				goto method;
+			api_invoice_upo(api, req, idbuf);
+			return;
+		}
+		if (strcmp(slash, "/retry") == 0) {
+			if (cmd != EVHTTP_REQ_POST)
+				goto method;
+			api_invoice_retry(api, req, idbuf);
+			return;
+		}
 	}
 	api_reply_error(req, 404, "Not Found", "not_found", "no such endpoint");
 	return;
@@ -644,6 +757,12 @@ api_start(struct event_base *base, const struct api_params *p,
 	else
 		log_info("api: listening on %s", p->socket_path);
 	return api;
+}
+
+void
+api_set_ops(struct api *api, const struct api_ops *ops)
+{
+	api->ops = *ops;
 }
 
 int

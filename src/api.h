@@ -4,6 +4,8 @@
  *
  *   POST /v1/invoices            XML body -> 201 / 200 / 409 / 422 / 413 / 503
  *   GET  /v1/invoices/{id}       one record
+ *   GET  /v1/invoices/{id}/upo   the stored UPO (application/xml)
+ *   POST /v1/invoices/{id}/retry re-queue a FAILED invoice
  *   GET  /v1/invoices?state=&nip=&limit=&after=   records in key order, paged
  *   GET  /healthz                liveness
  *
@@ -34,6 +36,13 @@ struct api_params {
  */
 struct api *api_start(struct event_base *, const struct api_params *,
 	    struct store *, struct intake *, char *err, size_t errlen);
+/* Operations the API hands to other modules; any may be NULL. */
+struct api_ops {
+	/* Re-queue a FAILED invoice: 0, or -1 when it is not FAILED. */
+	int	(*retry)(const unsigned char key[32], void *arg);
+	void	*arg;
+};
+void	 api_set_ops(struct api *, const struct api_ops *);
 /* Take a new bearer token and body limit (after a reload); listeners stay. */
 void	 api_update(struct api *, const char *token, size_t max_body);
 /* Stop accepting connections (shutdown); answers in progress still go out. */

@@ -61,6 +61,8 @@ static int	ctl_cmd_help(struct ctl *, const struct ctl_cmd *, int, char **);
 static int	ctl_cmd_list(struct ctl *, const struct ctl_cmd *, int, char **);
 static int	ctl_cmd_show(struct ctl *, const struct ctl_cmd *, int, char **);
 static int	ctl_cmd_submit(struct ctl *, const struct ctl_cmd *, int, char **);
+static int	ctl_cmd_upo(struct ctl *, const struct ctl_cmd *, int, char **);
+static int	ctl_cmd_retry(struct ctl *, const struct ctl_cmd *, int, char **);
 
 /* Every command; a new one is one more entry here and its function. */
 static const struct ctl_cmd ctl_cmds[] = {
@@ -113,6 +115,20 @@ static const struct ctl_cmd ctl_cmds[] = {
 "                 when more invoices follow\n"
 "With -j every invoice is one JSON object on its own line.",
 	  CTL_API, ctl_cmd_list },
+	{ "upo", "ID [-o FILE]",
+	  "print or save the UPO of an invoice",
+"Write the UPO (KSeF's official receipt, XML) of the invoice with this id\n"
+"to standard output, or to FILE with -o (written whole, then renamed into\n"
+"place).  An invoice without a UPO yet (not DONE) exits with status 1 and\n"
+"says which state it is in.",
+	  CTL_API, ctl_cmd_upo },
+	{ "retry", "ID",
+	  "send a FAILED invoice again",
+"Put the FAILED invoice with this id back into the queue: its attempts\n"
+"start again from zero and its retry.max_age counts from now.  A REJECTED\n"
+"invoice cannot be retried: KSeF refused its content, so submit a\n"
+"corrected invoice instead.  Exit status 1 when the invoice is not FAILED.",
+	  CTL_API, ctl_cmd_retry },
 	{ "help", "[COMMAND]",
 	  "describe all commands, or one",
 "Without COMMAND print the full help; with one, describe that command.",
@@ -831,6 +847,86 @@ ctl_cmd_show(struct ctl *ctl, const struct ctl_cmd *cmd, int argc, char **argv)
 			putchar('\n');
 	} else
 		ctl_show_print(j);
+	json_decref(j);
+	http_sync_resp_free(&resp);
+	return rc;
+}
+
+/* upo ID [-o FILE] */
+static int
+ctl_cmd_upo(struct ctl *ctl, const struct ctl_cmd *cmd, int argc, char **argv)
+{
+	struct http_sync_resp resp;
+	const char *out = NULL;
+	json_t *j;
+	char *path;
+	int rc = CTL_EXIT_OK;
+
+	if (argc == 4 && strcmp(argv[2], "-o") == 0)
+		out = argv[3];
+	else if (argc != 2)
+		return ctl_usage_cmd(cmd);
+	if (!ctl_id_valid(argv[1])) {
+		fprintf(stderr, "ksefctl: upo: `%s' is not an invoice id (64 hex "
+		    "digits)\n", log_escape(argv[1], strlen(argv[1]), 80));
+		return CTL_EXIT_USAGE;
+	}
+	path = xasprintf("/v1/invoices/%s/upo", argv[1]);
+	if (ctl_request(ctl, "GET", path, NULL, NULL, 0, &resp) == -1) {
+		free(path);
+		return CTL_EXIT_UNREACHABLE;
+	}
+	free(path);
+	if (resp.status != 200) {
+		j = ctl_resp_json(&resp);
+		ctl_server_error(&resp, j);
+		json_decref(j);
+		rc = CTL_EXIT_FAIL;
+	} else if (out != NULL) {
+		if (file_write_atomic(out, resp.body.data, resp.body.len, 0644) == -1) {
+			fprintf(stderr, "ksefctl: cannot write %s: %s\n", out,
+			    strerror(errno));
+			rc = CTL_EXIT_FAIL;
+		}
+	} else
+		fwrite(resp.body.data, 1, resp.body.len, stdout);
+	http_sync_resp_free(&resp);
+	return rc;
+}
+
+/* retry ID */
+static int
+ctl_cmd_retry(struct ctl *ctl, const struct ctl_cmd *cmd, int argc, char **argv)
+{
+	struct http_sync_resp resp;
+	json_t *j;
+	char *path;
+	int rc = CTL_EXIT_OK;
+
+	if (argc != 2)
+		return ctl_usage_cmd(cmd);
+	if (!ctl_id_valid(argv[1])) {
+		fprintf(stderr, "ksefctl: retry: `%s' is not an invoice id (64 hex "
+		    "digits)\n", log_escape(argv[1], strlen(argv[1]), 80));
+		return CTL_EXIT_USAGE;
+	}
+	path = xasprintf("/v1/invoices/%s/retry", argv[1]);
+	if (ctl_request(ctl, "POST", path, "application/json", "", 0,
+	    &resp) == -1) {
+		free(path);
+		return CTL_EXIT_UNREACHABLE;
+	}
+	free(path);
+	j = ctl_resp_json(&resp);
+	if (resp.status != 200 || !json_is_object(j)) {
+		ctl_server_error(&resp, j);
+		rc = CTL_EXIT_FAIL;
+	} else if (ctl->json) {
+		fwrite(resp.body.data, 1, resp.body.len, stdout);
+		if (resp.body.len == 0 || resp.body.data[resp.body.len - 1] != '\n')
+			putchar('\n');
+	} else
+		printf("%s: %s\n", argv[1], ctl_jstr(j, "state") ? ctl_jstr(j, "state") : "?");
 	json_decref(j);
 	http_sync_resp_free(&resp);
 	return rc;

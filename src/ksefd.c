@@ -306,11 +306,21 @@ ksefd_invoice_new_cb(const struct record_invoice *inv, void *arg)
 		sched_invoice_new(k->sched, inv);
 }
 
+/* POST /v1/invoices/{id}/retry. */
+static int
+ksefd_retry_cb(const unsigned char key[32], void *arg)
+{
+	struct ksefd *k = arg;
+
+	return sched_invoice_retry(k->sched, key);
+}
+
 /* Start the pipeline: the KSeF transport and the scheduler. */
 static void
 ksefd_sched_start(struct ksefd *k)
 {
 	struct http_options ho;
+	struct api_ops ops = { ksefd_retry_cb, NULL };
 
 	memset(&ho, 0, sizeof(ho));
 	ho.ca_file = k->conf->ca_file;
@@ -319,6 +329,8 @@ ksefd_sched_start(struct ksefd *k)
 	k->http = http_new(k->base, &ho);
 	k->sched = sched_new(k->base, k->store, k->http, k->conf);
 	intake_set_notify(k->intake, ksefd_invoice_new_cb, k);
+	ops.arg = k;
+	api_set_ops(k->api, &ops);
 }
 
 /* Reload hook: new validation rules, API token and limits, spool settings. */

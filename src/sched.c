@@ -1765,6 +1765,7 @@ sched_invoice_retry(struct sched *s, const unsigned char key[INV_KEY_LEN])
 	struct sctx *c;
 	struct job *j;
 	int64_t now = time_now_ms();
+	char keyshort[17];
 
 	if (map_get(s->jobs, key, INV_KEY_LEN) != NULL ||
 	    store_invoice_get(s->store, key, &inv) != 0)
@@ -1788,6 +1789,8 @@ sched_invoice_retry(struct sched *s, const unsigned char key[INV_KEY_LEN])
 	}
 	store_on_commit(s->store, sched_commit_cb, s);
 	j = job_new(s, c, &inv);
+	job_short(j, keyshort);
+	log_info("sched: %s FAILED -> QUEUED: retry requested", keyshort);
 	job_place(s, j, &inv);
 	record_invoice_free(&inv);
 	sched_kick(s);
