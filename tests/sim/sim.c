@@ -300,17 +300,34 @@ resp_set(struct sim_resp *r, int status, const char *ctype)
 	buf_reset(&r->body);
 }
 
-/* Reply with a JSON value (taken over). */
+/* Reply with a JSON value (taken over); NULL (a packing bug) becomes a 500. */
 static void
 reply_json(struct rq *q, int status, json_t *j)
 {
-	char *s = json_dumps(j, JSON_COMPACT);
+	char *s = j ? json_dumps(j, JSON_COMPACT) : NULL;
 
+	if (s == NULL) {
+		log_warnx("sim: cannot encode the answer to %s",
+		    log_escape(q->req->uri, strlen(q->req->uri), 100));
+		status = 500;
+		s = xstrdup("{\"title\":\"Internal Server Error\",\"status\":500}");
+	}
 	resp_set(q->resp, status, "application/json");
-	if (s != NULL)
-		buf_addstr(&q->resp->body, s);
+	buf_addstr(&q->resp->body, s);
 	free(s);
 	json_decref(j);
+}
+
+/* The request URI for "instance": as sent when it is valid UTF-8, else escaped. */
+static const char *
+instance(const struct rq *q)
+{
+	json_t *t = json_string(q->req->uri);
+
+	if (t == NULL)
+		return log_escape(q->req->uri, strlen(q->req->uri), 500);
+	json_decref(t);
+	return q->req->uri;
 }
 
 /* Reply with XML and its x-ms-meta-hash. */
@@ -385,7 +402,7 @@ reply_400(struct rq *q, int code, const char *fmt, ...)
 	trace_id(tid);
 	if (q->problem) {
 		j = json_pack("{s:s,s:i,s:s,s:s,s:[{s:i,s:s,s:o}],s:s,s:s}",
-		    "title", "Bad Request", "status", 400, "instance", q->req->uri,
+		    "title", "Bad Request", "status", 400, "instance", instance(q),
 		    "detail", err_desc(code), "errors", "code", code, "description",
 		    err_desc(code), "details", details, "timestamp", ts, "traceId", tid);
 		reply_json(q, 400, j);
@@ -411,7 +428,7 @@ reply_problem(struct rq *q, int status, const char *title, const char *detail)
 	sim_time_iso(q->now, ts, sizeof(ts));
 	trace_id(tid);
 	j = json_pack("{s:s,s:i,s:s,s:s,s:s,s:s}", "title", title, "status", status,
-	    "detail", detail, "instance", q->req->uri, "timestamp", ts, "traceId", tid);
+	    "detail", detail, "instance", instance(q), "timestamp", ts, "traceId", tid);
 	reply_json(q, status, j);
 	free(q->resp->ctype);
 	q->resp->ctype = xstrdup("application/problem+json");
@@ -431,7 +448,7 @@ reply_429(struct rq *q, int64_t ra)
 		sim_time_iso(q->now, ts, sizeof(ts));
 		trace_id(tid);
 		j = json_pack("{s:s,s:i,s:s,s:s,s:s,s:s}", "title", "Too Many Requests",
-		    "status", 429, "instance", q->req->uri, "detail", det, "timestamp", ts,
+		    "status", 429, "instance", instance(q), "detail", det, "timestamp", ts,
 		    "traceId", tid);
 		reply_json(q, 429, j);
 		free(q->resp->ctype);
@@ -1614,7 +1631,8 @@ h_storage(struct rq *q)
 	size_t n;
 
 	buf_init(&b);
-	what = q->path + strlen("/storage/");
+	/* /storage/KIND/SESSION/ID.xml: four segments, so the prefix is there */
+	what = q->nseg == 4 ? q->path + strlen("/storage/") : "";
 	exp = se ? strtoll(se, NULL, 10) : 0;
 	url = presign(s, what, exp);
 	want = strstr(url, "&sig=");
