@@ -116,6 +116,7 @@ struct sim {
 	int		 event_id;
 	uint64_t	 rng;
 	int		 dirty;
+	int64_t		 snap_next;		/* monotonic: no periodic snapshot before */
 	int64_t		 started;
 	struct {
 		unsigned long	 req[G_NGROUPS + 1];
@@ -2744,9 +2745,11 @@ sim_snapshot(struct sim *s, int force, char *err, size_t errlen)
 {
 	json_t *j, *ops = json_array(), *toks = json_array(), *sess = json_array();
 	char *text, *path;
+	int64_t t0;
 	int rc;
 
-	if (s->c.state_dir == NULL || (!s->dirty && !force)) {
+	if (s->c.state_dir == NULL || (!s->dirty && !force) ||
+	    (!force && time_mono_ms() < s->snap_next)) {
 		json_decref(ops);
 		json_decref(toks);
 		json_decref(sess);
@@ -2758,10 +2761,13 @@ sim_snapshot(struct sim *s, int force, char *err, size_t errlen)
 	j = json_pack("{s:i,s:I,s:I,s:o,s:o,s:o,s:o}", "version", 1, "seq", (json_int_t)s->seq,
 	    "kseq", (json_int_t)s->kseq, "secret", hexj(s->secret, sizeof(s->secret)),
 	    "ops", ops, "tokens", toks, "sessions", sess);
+	t0 = time_mono_ms();
 	text = json_dumps(j, JSON_COMPACT);
 	json_decref(j);
 	path = xasprintf("%s/state.json", s->c.state_dir);
 	rc = file_write_atomic(path, text, strlen(text), 0600);
+	/* a big state is saved less often: at most a tenth of the time goes here */
+	s->snap_next = time_mono_ms() + 9 * (time_mono_ms() - t0);
 	if (rc == -1)
 		snprintf(err, errlen, "%s: %s", path, strerror(errno));
 	else
