@@ -740,6 +740,18 @@ sess_close_cb(struct ksef_result *r, void *arg)
 }
 
 /*
+ * How long before KSeF's validUntil a session is closed: a minute, but never
+ * more than a quarter of its lifetime (a shorter one would never be used).
+ */
+static int64_t
+sess_close_lead(const struct record_session *rs)
+{
+	int64_t life = rs->valid_until_ms - rs->opened_ms;
+
+	return life / 4 < 60000 ? (life > 0 ? life / 4 : 0) : 60000;
+}
+
+/*
  * Keep the session of `form` right: open one when there is work and none,
  * close one that is full, idle or old.  1 when an open session can take a send.
  */
@@ -758,7 +770,7 @@ ctx_session(struct sctx *c, int form, int want, int64_t now, int64_t *next)
 		int full = ss->rs->invoice_count >= (uint32_t)conf->session_max_invoices;
 		int old = now >= ss->rs->opened_ms + conf->session_max_lifetime ||
 		    (ss->rs->valid_until_ms > 0 && now >= ss->rs->valid_until_ms -
-		    60000);
+		    sess_close_lead(ss->rs));
 		int idle = !want && now >= ss->last_send + conf->session_idle_timeout;
 
 		if (!full && !old && !idle) {
