@@ -777,7 +777,8 @@ ctx_session(struct sctx *c, int form, int want, int64_t now, int64_t *next)
 			t = ss->last_send + conf->session_idle_timeout;
 			if (!want && t < *next)
 				*next = t;
-			return want;
+			/* A send needs a fresh token too: this starts its refresh. */
+			return want && ctx_authed(c, now, next);
 		}
 		if (ss->sending > 0 || !ctx_authed(c, now, next) ||
 		    !ctx_limit_ok(c, RL_GROUP_ONLINE_SESSION, now, next))
