@@ -1695,6 +1695,11 @@ static void
 sched_policies(struct sched *s, const struct conf *conf)
 {
 	breaker_policy_default(&s->bp);
+	/* The breaker holds invoices back no longer than retry.backoff_max. */
+	if (s->bp.penalty_max_ms > conf->backoff_max)
+		s->bp.penalty_max_ms = conf->backoff_max;
+	if (s->bp.penalty_min_ms > s->bp.penalty_max_ms)
+		s->bp.penalty_min_ms = s->bp.penalty_max_ms;
 	s->bo.min_ms = conf->backoff_min;
 	s->bo.max_ms = conf->backoff_max;
 	s->bo.max_age_ms = conf->max_age;
