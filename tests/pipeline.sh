@@ -329,4 +329,100 @@ done
 like "$T_TMP/stats.json" '"authentications":4[,}]' "ttl: the simulator saw 4 authentications"
 like "$T_TMP/stats.json" '"received":120,' "ttl: the simulator received 120 invoices, none twice"
 
+# --- 3. rejection and correction; 4. duplicates ---------------------------
+
+ok "one simulator for the rest" sim_start --limits off --processing-delay 20ms
+pipe_conf rest
+ok "ksefd starts" pipe_start rest
+
+# one FILE PREFIX NIP: one invoice of seller NIP with P_2 = PREFIX/0 in FILE.
+one() {
+	rm -rf "$T_TMP/one"
+	gen "$2" "$3" 1 "$T_TMP/one"
+	mv "$T_TMP/one/00000.xml" "$1"
+}
+
+# submit FILE: ksefctl -j submit; its JSON line in $T_TMP/submit.json.
+submit() {
+	ctl -j submit "$1" >"$T_TMP/submit.json"
+}
+
+# field ID EXPR: a Python expression over j (ksefctl -j show ID), printed.
+field() {
+	ctl -j show "$1" | python3 -c '
+import json, sys
+j = json.loads(sys.stdin.readline())
+print(eval(sys.argv[1]))' "$2"
+}
+
+state_is() {
+	[ "$(field "$1" 'j["state"]')" = "$2" ]
+}
+
+# id_of: the invoice id in $T_TMP/submit.json (its first line).
+id_of() {
+	python3 -c 'import json, sys
+print(json.loads(open(sys.argv[1]).readline())["invoice"]["id"])' \
+	    "$T_TMP/submit.json"
+}
+
+ok "reject: simulator rejects numbers REJ/..." sim_faults '{"rejectPattern":"^REJ/"}'
+one "$T_TMP/rej.xml" REJ $NIP1
+ok "reject: submitted" submit "$T_TMP/rej.xml"
+REJ_ID=$(id_of)
+ok "reject: REJECTED" wait_ksefd 20 state_is "$REJ_ID" REJECTED
+is "$(field "$REJ_ID" 'j["error"]["code"]')" 450 "reject: KSeF's code 450 stored"
+is "$(field "$REJ_ID" '"reject-pattern" in j["error"]["details"] and "REJ/0" in j["error"]["details"]')" \
+    True "reject: KSeF's details stored (they name the invoice number)"
+is "$(field "$REJ_ID" 'bool(j["error"]["description"])')" True \
+    "reject: KSeF's description stored"
+ok "reject: the simulator takes REJ/... again" sim_faults '{"rejectPattern":""}'
+# The correction: same seller, kind and number, another buyer phone number.
+sed 's/76-113-42-55/76-113-42-56/' "$T_TMP/rej.xml" >"$T_TMP/rej-fixed.xml"
+ok "correction: submitted" submit "$T_TMP/rej-fixed.xml"
+like "$T_TMP/submit.json" '"http_status": ?201' "correction: 201 created"
+FIX_ID=$(id_of)
+is "$(field "$FIX_ID" 'j.get("supersedes")')" "$REJ_ID" "correction: supersedes the rejected one"
+is "$(field "$REJ_ID" 'j.get("superseded_by")')" "$FIX_ID" "reject: superseded by the correction"
+ok "correction: DONE" wait_ksefd 20 state_is "$FIX_ID" DONE
+is "$(field "$REJ_ID" 'j["state"]')" REJECTED "reject: stays REJECTED"
+
+# Duplicates registered in the simulator before ksefd sends them.
+one "$T_TMP/dup-same.xml" DUP-SAME $NIP1
+ORIG=$(sim POST invoices --data-binary "@$T_TMP/dup-same.xml" | python3 -c '
+import json, sys; print(json.load(sys.stdin)["ksefNumber"])')
+ok "dup: the simulator took the original ($ORIG)" test -n "$ORIG"
+ok "dup (same bytes): submitted" submit "$T_TMP/dup-same.xml"
+SAME_ID=$(id_of)
+ok "dup (same bytes): DONE" wait_ksefd 20 state_is "$SAME_ID" DONE
+is "$(field "$SAME_ID" 'j["ksef_number"]')" "$ORIG" "dup (same bytes): the original KSeF number"
+ctl -j show "$SAME_ID" >"$T_TMP/same.json"
+ctl -j show "$FIX_ID" >>"$T_TMP/same.json"
+python3 -c "$UPO_CHECK" "$T_TMP/ksefd.sock" "$T_TMP/same.json" >"$T_TMP/upo.check" 2>&1
+like "$T_TMP/upo.check" '^upo good 2 bad 0$' \
+    "dup (same bytes) and correction: their UPOs name their hash and KSeF number"
+one "$T_TMP/dup-diff.xml" DUP-DIFF $NIP1
+sed 's/76-113-42-55/76-113-42-57/' "$T_TMP/dup-diff.xml" >"$T_TMP/dup-other.xml"
+ORIG2=$(sim POST invoices --data-binary "@$T_TMP/dup-other.xml" | python3 -c '
+import json, sys; print(json.load(sys.stdin)["ksefNumber"])')
+ok "dup: the simulator took other bytes under DUP-DIFF/0 ($ORIG2)" test -n "$ORIG2"
+ok "dup (other bytes): submitted" submit "$T_TMP/dup-diff.xml"
+DIFF_ID=$(id_of)
+ok "dup (other bytes): FAILED" wait_ksefd 20 state_is "$DIFF_ID" FAILED
+is "$(field "$DIFF_ID" '(j.get("error") or {}).get("description", "").startswith("conflict")')" True \
+    "dup (other bytes): reason conflict"
+is "$(field "$DIFF_ID" 'j["ksef_number"]')" None "dup (other bytes): no KSeF number taken over"
+sim GET invoices >"$T_TMP/sim-inv.json"
+python3 - "$T_TMP/sim-inv.json" "$NIP1" >"$T_TMP/dup.check" <<'PY'
+import collections, json, sys
+c = collections.Counter(i["number"] for i in json.load(open(sys.argv[1]))["invoices"]
+                        if i["nip"] == sys.argv[2])
+print(" ".join("%s=%d" % (k, c[k]) for k in ("REJ/0", "DUP-SAME/0", "DUP-DIFF/0")))
+PY
+like "$T_TMP/dup.check" '^REJ/0=1 DUP-SAME/0=1 DUP-DIFF/0=1$' \
+    "the simulator holds one correction, one DUP-SAME and one DUP-DIFF"
+
+pipe_stop rest
+sim_stop
+
 done_testing
