@@ -499,6 +499,17 @@ api_dispatch(struct api *api, struct evhttp_request *req)
 		    "ok", "version", PACKAGE_VERSION));
 		return;
 	}
+	if (strcmp(path, "/v1/stats") == 0) {
+		if (cmd != EVHTTP_REQ_GET)
+			goto method;
+		if (api->ops.stats == NULL) {
+			api_reply_error(req, 503, "Service Unavailable",
+			    "unavailable", "the pipeline is not running");
+			return;
+		}
+		api_reply_json(req, 200, "OK", api->ops.stats(api->ops.arg));
+		return;
+	}
 	if (strcmp(path, "/v1/invoices") == 0) {
 		if (cmd == EVHTTP_REQ_POST)
 			api_invoice_post(api, req);

@@ -7,6 +7,7 @@
  *   GET  /v1/invoices/{id}/upo   the stored UPO (application/xml)
  *   POST /v1/invoices/{id}/retry re-queue a FAILED invoice
  *   GET  /v1/invoices?state=&nip=&limit=&after=   records in key order, paged
+ *   GET  /v1/stats               the pipeline's counters
  *   GET  /healthz                liveness
  *
  * Answers are JSON.  An answer that depends on a write is sent only after
@@ -40,6 +41,8 @@ struct api *api_start(struct event_base *, const struct api_params *,
 struct api_ops {
 	/* Re-queue a FAILED invoice: 0, or -1 when it is not FAILED. */
 	int	(*retry)(const unsigned char key[32], void *arg);
+	/* GET /v1/stats: the pipeline's counters as a JSON object (new reference). */
+	void	*(*stats)(void *arg);
 	void	*arg;
 };
 void	 api_set_ops(struct api *, const struct api_ops *);

@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include <event2/event.h>
+#include <jansson.h>
 
 #include "api.h"
 #include "conf.h"
@@ -315,12 +316,39 @@ ksefd_retry_cb(const unsigned char key[32], void *arg)
 	return sched_invoice_retry(k->sched, key);
 }
 
+/* GET /v1/stats: unfinished invoices per state and the pipeline's counters. */
+static void *
+ksefd_stats_cb(void *arg)
+{
+	struct ksefd *k = arg;
+	struct sched_stats st;
+	json_t *o, *states;
+	int i;
+
+	sched_stats_get(k->sched, &st);
+	states = json_object();
+	for (i = INV_ST_QUEUED; i <= INV_ST_ACCEPTED; i++)
+		json_object_set_new(states, record_state_name(i),
+		    json_integer((json_int_t)st.per_state[i]));
+	o = json_object();
+	json_object_set_new(o, "unfinished", json_integer((json_int_t)st.jobs));
+	json_object_set_new(o, "states", states);
+	json_object_set_new(o, "in_flight", json_integer((json_int_t)st.in_flight));
+	json_object_set_new(o, "sent", json_integer((json_int_t)st.sent));
+	json_object_set_new(o, "retry_after", json_integer((json_int_t)st.retry_after));
+	json_object_set_new(o, "transient", json_integer((json_int_t)st.transient));
+	json_object_set_new(o, "in_doubt", json_integer((json_int_t)st.in_doubt));
+	json_object_set_new(o, "resent", json_integer((json_int_t)st.resent));
+	json_object_set_new(o, "duplicates", json_integer((json_int_t)st.duplicates));
+	return o;
+}
+
 /* Start the pipeline: the KSeF transport and the scheduler. */
 static void
 ksefd_sched_start(struct ksefd *k)
 {
 	struct http_options ho;
-	struct api_ops ops = { ksefd_retry_cb, NULL };
+	struct api_ops ops = { ksefd_retry_cb, ksefd_stats_cb, NULL };
 
 	memset(&ho, 0, sizeof(ho));
 	ho.ca_file = k->conf->ca_file;

@@ -11,6 +11,7 @@
 #include <sys/socket.h>
 #include <sys/types.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <arpa/inet.h>
 
 #include <errno.h>
@@ -463,6 +464,17 @@ listen_bind(struct mainctx *m, char *host, size_t hostlen)
 		snprintf(host, hostlen, "%.*s", (int)(colon - l), l);
 	if ((bs = evhttp_bind_socket_with_handle(m->http, host, (ev_uint16_t)port)) == NULL)
 		fatal("sim: cannot listen on %s", l);
+	/*
+	 * Accepted sockets inherit TCP_NODELAY from the listener (Linux): a
+	 * reply's headers and body go out as separate TLS records, and Nagle
+	 * plus the client's delayed ACK would hold the second one for 40 ms.
+	 */
+	{
+		int one = 1;
+
+		(void)setsockopt(evhttp_bound_socket_get_fd(bs), IPPROTO_TCP,
+		    TCP_NODELAY, &one, sizeof(one));
+	}
 	if (getsockname(evhttp_bound_socket_get_fd(bs), (struct sockaddr *)&ss, &sl) == -1)
 		fatal("sim: getsockname");
 	if (ss.ss_family == AF_INET6)
