@@ -49,6 +49,8 @@ struct http_request {
 	int			 bad;		/* refuse with errbuf */
 	const void		*body;
 	size_t			 body_len;
+	size_t			 body_pos;	/* handed to curl so far */
+	int			 rewind_refused;
 	void			*body_owned;
 	int64_t			 connect_ms;
 	int64_t			 total_ms;
@@ -189,6 +191,7 @@ http_drain(struct http *h)
 			break;
 		case CURLE_RECV_ERROR:
 		case CURLE_SEND_ERROR:
+		case CURLE_SEND_FAIL_REWIND:	/* http_seek_cb */
 		case CURLE_GOT_NOTHING:
 		case CURLE_PARTIAL_FILE:
 		case CURLE_WEIRD_SERVER_REPLY:
@@ -204,6 +207,9 @@ http_drain(struct http *h)
 		if (o == HTTP_OUT_TOO_LARGE)
 			snprintf(req->errbuf, sizeof(req->errbuf),
 			    "response body over %zu bytes", req->max_response);
+		else if (req->rewind_refused)
+			snprintf(req->errbuf, sizeof(req->errbuf), "connection "
+			    "lost after the request was sent (not resent)");
 		else if (o != HTTP_OUT_OK && req->errbuf[0] == '\0')
 			snprintf(req->errbuf, sizeof(req->errbuf), "%s",
 			    curl_easy_strerror(code));
@@ -661,6 +667,39 @@ http_write_cb(char *data, size_t size, size_t n, void *arg)
 	return len;
 }
 
+/* Hand the request body to curl. */
+static size_t
+http_read_cb(char *dst, size_t size, size_t n, void *arg)
+{
+	struct http_request *req = arg;
+	size_t len = size * n, left = req->body_len - req->body_pos;
+
+	if (len > left)
+		len = left;
+	if (len > 0)
+		memcpy(dst, (const char *)req->body + req->body_pos, len);
+	req->body_pos += len;
+	return len;
+}
+
+/*
+ * Refuse to rewind a body of which anything went out.  curl would resend
+ * the request by itself on a fresh connection when a reused one dies
+ * before the answer; for a POST the peer may already have acted on (an
+ * invoice send), that is a blind second send (DESIGN.md invariant 2).
+ * The transfer fails instead, as sent: the caller resolves it.
+ */
+static int
+http_seek_cb(void *arg, curl_off_t offset, int origin)
+{
+	struct http_request *req = arg;
+
+	if (origin == SEEK_SET && offset == 0 && req->body_pos == 0)
+		return CURL_SEEKFUNC_OK;
+	req->rewind_refused = 1;
+	return CURL_SEEKFUNC_FAIL;
+}
+
 /* Set every option of a transfer; -1 with errbuf filled when curl refuses one. */
 static int
 http_easy_setup(struct http *h, struct http_request *req)
@@ -691,9 +730,13 @@ http_easy_setup(struct http *h, struct http_request *req)
 	SET(CURLOPT_HEADERDATA, req);
 	if (req->body != NULL || req->method == HTTP_POST ||
 	    req->method == HTTP_PUT) {
+		req->body_pos = 0;
 		SET(CURLOPT_POST, 1L);
 		SET(CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body_len);
-		SET(CURLOPT_POSTFIELDS, req->body ? req->body : "");
+		SET(CURLOPT_READFUNCTION, http_read_cb);
+		SET(CURLOPT_READDATA, req);
+		SET(CURLOPT_SEEKFUNCTION, http_seek_cb);
+		SET(CURLOPT_SEEKDATA, req);
 	} else
 		SET(CURLOPT_HTTPGET, 1L);
 	if (req->method == HTTP_PUT || req->method == HTTP_DELETE)
@@ -850,7 +893,7 @@ http_request_finish(struct http *h, struct http_request *req,
 	http_request_detach(h, req);
 	r->outcome = o;
 	r->status = o == HTTP_OUT_OK ? status : 0;
-	r->sent = reqsize > 0;
+	r->sent = reqsize > 0 || req->body_pos > 0;
 	r->error = o == HTTP_OUT_OK ? "" : req->errbuf;
 	r->content_type = req->content_type;
 	r->meta_hash = req->meta_hash;
