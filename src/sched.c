@@ -55,6 +55,7 @@ struct job {
 	int		 hold;
 	int		 in_doubt;	/* SENDING with an unknown outcome */
 	uint64_t	 seen_round;	/* in-doubt: found in this listing round */
+	uint64_t	 doubt_round;	/* in-doubt: only a later round can clear it */
 	int		 heap_idx;	/* in its context's send queue, or -1 */
 	enum job_list	 list;
 	struct job	*lnext, *lprev;
@@ -337,6 +338,8 @@ job_track(struct job *j, const char *session_ref)
 	struct strack *t = track_get(j->c, session_ref);
 
 	j->st = t;
+	/* A round already under way may have been listed before the send. */
+	j->doubt_round = t->round;
 	j->sprev = NULL;
 	j->snext = t->jobs;
 	if (t->jobs)
@@ -1180,7 +1183,8 @@ poll_cb(struct ksef_result *r, void *arg)
 		/* The whole list was read: what is in doubt and absent was lost. */
 		for (j = t->jobs; j != NULL; j = jn) {
 			jn = j->snext;
-			if (j->in_doubt && !j->busy && j->seen_round != t->round) {
+			if (j->in_doubt && !j->busy && j->seen_round != t->round &&
+			    t->round > j->doubt_round) {
 				s->st.resent++;
 				job_requeue(s, j, now, 0, "in doubt, and KSeF does "
 				    "not have it: send again");
