@@ -2465,9 +2465,82 @@ route(const struct rq *q, int *group, const char **method)
 	return EP_NONE;
 }
 
-/* Evaluate fault rules for a group; returns the fault that replaces the answer, or -1. */
+/* A copy of j with every scalar of another type (strings become numbers, ...). */
+static json_t *
+json_types_swap(json_t *j)
+{
+	json_t *o, *v;
+	const char *k;
+	size_t i;
+
+	switch (json_typeof(j)) {
+	case JSON_OBJECT:
+		o = json_object();
+		json_object_foreach(j, k, v)
+			json_object_set_new(o, k, json_types_swap(v));
+		return o;
+	case JSON_ARRAY:
+		o = json_array();
+		json_array_foreach(j, i, v)
+			json_array_append_new(o, json_types_swap(v));
+		return o;
+	case JSON_STRING:
+		return json_integer((json_int_t)json_string_length(j));
+	case JSON_INTEGER:
+	case JSON_REAL:
+		return json_string("42");
+	case JSON_TRUE:
+	case JSON_FALSE:
+		return json_string("yes");
+	default:
+		return json_object();
+	}
+}
+
+/* A garbage fault: the answer just made, mangled (status kept). */
+static void
+answer_mangle(struct rq *q, const struct sim_fault_rule *r)
+{
+	struct sim_resp *p = q->resp;
+	json_t *j, *w;
+	char *t;
+
+	switch (r->kind) {
+	case F_TRUNCATED:
+		p->body.len /= 2;
+		break;
+	case F_WRONG_TYPES:
+		if ((j = json_loadb((const char *)p->body.data, p->body.len, 0, NULL)) == NULL)
+			break;		/* not JSON (a UPO): left as it is */
+		w = json_types_swap(j);
+		t = json_dumps(w, JSON_COMPACT);
+		buf_reset(&p->body);
+		if (t != NULL)
+			buf_addstr(&p->body, t);
+		free(t);
+		json_decref(w);
+		json_decref(j);
+		break;
+	case F_HTML:
+		reply_html(q, p->status, "OK");
+		break;
+	case F_HUGE:
+		if (p->body.len >= (size_t)r->size)
+			break;
+		buf_reserve(&p->body, (size_t)r->size - p->body.len);
+		memset(p->body.data + p->body.len, ' ', (size_t)r->size - p->body.len);
+		p->body.len = (size_t)r->size;
+		break;
+	}
+}
+
+/*
+ * Evaluate fault rules for a group; returns the fault that replaces the
+ * answer, or -1.  A garbage rule that fires is copied to *mangle (kind -1
+ * when none): the request is processed, then its answer mangled.
+ */
 static int
-faults_eval(struct rq *q, int *reset_after)
+faults_eval(struct rq *q, int *reset_after, struct sim_fault_rule *mangle)
 {
 	struct sim *s = q->s;
 	struct sim_fault_rule *r;
@@ -2510,6 +2583,12 @@ faults_eval(struct rq *q, int *reset_after)
 			q->s->st.r429--;	/* counted as a fault, not a limit */
 			reply_429(q, (r->arg_ms + 999) / 1000);
 			return r->kind;
+		case F_TRUNCATED:
+		case F_WRONG_TYPES:
+		case F_HTML:
+		case F_HUGE:
+			*mangle = *r;
+			break;
 		}
 	}
 	return -1;
@@ -2571,6 +2650,7 @@ sim_handle(struct sim *s, const struct sim_req *req, struct sim_resp *resp, int6
 	char *segs = NULL, key[120];
 	size_t lpl = strlen(lp), ql;
 	int reset_after = 0, api = 0;
+	struct sim_fault_rule mangle = { .kind = -1 };
 	int64_t ra;
 	enum ep ep;
 
@@ -2625,7 +2705,7 @@ sim_handle(struct sim *s, const struct sim_req *req, struct sim_resp *resp, int6
 		reply_html(&q, 503, "Service Temporarily Unavailable");
 		goto done;
 	}
-	if (faults_eval(&q, &reset_after) != -1)
+	if (faults_eval(&q, &reset_after, &mangle) != -1)
 		goto done;
 	if (q.group != G_PUBLIC && (q.tok = bearer(&q, TOK_ACCESS)) == NULL)
 		goto done;
@@ -2639,6 +2719,8 @@ sim_handle(struct sim *s, const struct sim_req *req, struct sim_resp *resp, int6
 		goto done;
 	}
 	dispatch(&q, ep);
+	if (mangle.kind != -1)
+		answer_mangle(&q, &mangle);
 	if (reset_after)
 		resp->action = SIM_ACT_RESET;
 done:

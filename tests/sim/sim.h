@@ -128,7 +128,9 @@ int64_t	 sim_limiter_hit(struct sim_limiter *, const struct sim_limits *,
 
 /* ---- faults (sim_fault.c) ---- */
 enum sim_fault_kind {
-	F_503, F_500, F_HANG, F_RESET, F_RESET_AFTER, F_SLOW, F_429, F_NKINDS
+	F_503, F_500, F_HANG, F_RESET, F_RESET_AFTER, F_SLOW, F_429,
+	/* garbage: the request is processed, then its answer is mangled */
+	F_TRUNCATED, F_WRONG_TYPES, F_HTML, F_HUGE, F_NKINDS
 };
 extern const char *const sim_fault_names[F_NKINDS];
 
@@ -139,6 +141,7 @@ struct sim_fault_rule {
 	unsigned long	 every;		/* every Nth request of the group */
 	long		 count;		/* fires left; -1 = unlimited */
 	int64_t		 arg_ms;	/* slow: delay; 429: Retry-After */
+	int64_t		 size;		/* huge: body size in bytes */
 	unsigned long	 seen;
 };
 

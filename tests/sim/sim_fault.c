@@ -1,4 +1,8 @@
-/* sim_fault.c: fault rules (503 HTML, 500, hang, reset, reset-after, slow, 429) per endpoint group. */
+/*
+ * sim_fault.c: fault rules (503 HTML, 500, hang, reset, reset-after, slow,
+ * 429, and garbage answers: truncated, wrong-types, html, huge) per
+ * endpoint group.
+ */
 #include "config.h"
 
 #include <errno.h>
@@ -10,7 +14,10 @@
 
 const char *const sim_fault_names[F_NKINDS] = {
 	"503", "500", "hang", "reset", "reset-after", "slow", "429",
+	"truncated", "wrong-types", "html", "huge",
 };
+
+#define HUGE_DEFAULT	(20 * 1024 * 1024)	/* above any sane client cap */
 
 static int
 kind_lookup(const char *s, size_t n)
@@ -36,6 +43,8 @@ rule_check(struct sim_fault_rule *r, char *err, size_t errlen)
 	}
 	if (r->kind == F_429 && r->arg_ms <= 0)
 		r->arg_ms = 1000;
+	if (r->kind == F_HUGE && r->size <= 0)
+		r->size = HUGE_DEFAULT;
 	return 0;
 }
 
@@ -68,7 +77,12 @@ sim_fault_parse(const char *spec, struct sim_fault_rule *r, char *err, size_t er
 		snprintf(err, errlen, "fault \"%s\": unknown kind \"%s\"", spec, f[1]);
 		goto out;
 	}
-	if (eq != NULL && (r->arg_ms = parse_duration_ms(eq + 1)) < 0) {
+	if (eq != NULL && r->kind == F_HUGE) {
+		if ((r->size = parse_size(eq + 1)) <= 0) {
+			snprintf(err, errlen, "fault \"%s\": bad size \"%s\"", spec, eq + 1);
+			goto out;
+		}
+	} else if (eq != NULL && (r->arg_ms = parse_duration_ms(eq + 1)) < 0) {
 		snprintf(err, errlen, "fault \"%s\": bad duration \"%s\"", spec, eq + 1);
 		goto out;
 	}
@@ -106,6 +120,7 @@ sim_fault_from_json(json_t *o, struct sim_fault_rule *r, char *err, size_t errle
 	json_t *g = json_object_get(o, "group"), *k = json_object_get(o, "kind");
 	json_t *ev = json_object_get(o, "every"), *p = json_object_get(o, "p");
 	json_t *c = json_object_get(o, "count"), *ms = json_object_get(o, "ms");
+	json_t *sz = json_object_get(o, "size");
 
 	memset(r, 0, sizeof(*r));
 	r->count = -1;
@@ -123,7 +138,7 @@ sim_fault_from_json(json_t *o, struct sim_fault_rule *r, char *err, size_t errle
 	if (!json_is_string(k) ||
 	    (r->kind = kind_lookup(json_string_value(k), strlen(json_string_value(k)))) == -1) {
 		snprintf(err, errlen, "fault rule: kind must be one of 503, 500, hang, reset, "
-		    "reset-after, slow, 429");
+		    "reset-after, slow, 429, truncated, wrong-types, html, huge");
 		return -1;
 	}
 	if (ev != NULL && (!json_is_integer(ev) || json_integer_value(ev) < 1)) {
@@ -152,6 +167,12 @@ sim_fault_from_json(json_t *o, struct sim_fault_rule *r, char *err, size_t errle
 	}
 	if (ms != NULL)
 		r->arg_ms = json_integer_value(ms);
+	if (sz != NULL && (!json_is_integer(sz) || json_integer_value(sz) < 1)) {
+		snprintf(err, errlen, "fault rule: size must be an integer >= 1");
+		return -1;
+	}
+	if (sz != NULL)
+		r->size = json_integer_value(sz);
 	return rule_check(r, err, errlen);
 }
 
@@ -169,5 +190,7 @@ sim_fault_to_json(const struct sim_fault_rule *r)
 		json_object_set_new(o, "p", json_real(r->p));
 	if (r->arg_ms)
 		json_object_set_new(o, "ms", json_integer(r->arg_ms));
+	if (r->size)
+		json_object_set_new(o, "size", json_integer(r->size));
 	return o;
 }
