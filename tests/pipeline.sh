@@ -51,10 +51,12 @@ sim_start() {
 	SIM_ROOT=${SIM_URL%/v2}
 }
 
+# sim_stop: TERM the simulator; its exit status in SIM_STATUS.
 sim_stop() {
 	[ -n "$SIM_PID" ] || return 0
 	kill -TERM "$SIM_PID" 2>/dev/null
 	wait "$SIM_PID" 2>/dev/null
+	SIM_STATUS=$?
 	SIM_PID=
 }
 
@@ -126,10 +128,14 @@ pipe_start() {
 	return $_st
 }
 
-# pipe_stop NAME: TERM ksefd, keeping its log as $T_TMP/NAME.log.
+# pipe_stop NAME: TERM ksefd and the simulator, keeping ksefd's log as
+# $T_TMP/NAME.log; both must exit with status 0 (no leak under ASan).
 pipe_stop() {
 	ksefd_stop TERM || ksefd_stop KILL
 	cp "$T_TMP/ksefd.log" "$T_TMP/$1.log"
+	is "$KSEFD_STATUS" 0 "$1: ksefd exits cleanly"
+	sim_stop
+	is "$SIM_STATUS" 0 "$1: the simulator exits cleanly"
 }
 
 # wait_ksefd SECS CMD...: wait_until that gives up at once when ksefd died.
@@ -255,7 +261,6 @@ python3 -c "$UPO_CHECK" "$T_TMP/ksefd.sock" "$T_TMP/list.json" >"$T_TMP/upo.chec
 like "$T_TMP/upo.check" '^upo good 500 bad 0$' "happy: all 500 stored UPOs name their invoice hash and KSeF number"
 
 pipe_stop happy
-sim_stop
 
 # --- 2. access tokens that live 3 s ----------------------------------------
 
@@ -287,7 +292,6 @@ ok "ttl: all 120 DONE, none FAILED" wait_ksefd 40 all_in DONE 120
 diag "states: $(state_counts)"
 sim GET stats >"$T_TMP/stats.json"
 pipe_stop ttl
-sim_stop
 python3 - "$T_TMP/ttl.log" "$mark" "$NIP1" "$NIP2" >"$T_TMP/ttl.check" <<'PY'
 import re, sys
 log, mark, nips = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
@@ -422,7 +426,76 @@ PY
 like "$T_TMP/dup.check" '^REJ/0=1 DUP-SAME/0=1 DUP-DIFF/0=1$' \
     "the simulator holds one correction, one DUP-SAME and one DUP-DIFF"
 
+# --- 5. garbage from KSeF -------------------------------------------------
+
+# For each garbage kind of the simulator (the request is processed, then
+# its answer mangled: cut in half, JSON values of the wrong types, an HTML
+# page, 20 MB), first on the send, then on the status endpoints: new
+# invoices meet it until it fired a few times and ksefd logged it; ksefd
+# stays up.  With the faults removed, every one of them reaches DONE,
+# registered once by the simulator.
+
+# fault_count KIND: how often the simulator fired KIND so far.
+fault_count() {
+	sim GET stats | python3 -c '
+import json, sys; print(json.load(sys.stdin)["faults"][sys.argv[1]])' "$1"
+}
+
+# fired KIND N LINES: KIND fired N times, and ksefd's log grew by a line
+# about an unusable reply after line LINES.
+fired() {
+	[ "$(fault_count "$1")" -ge "$2" ] &&
+	    tail -n "+$(($3 + 1))" "$KSEFD_LOG" |
+	    grep -Eq 'ksef: .*(unusable reply|reply over the size cap)'
+}
+
+# prefix_in STATE PREFIX N: N invoices numbered PREFIX..., all in STATE.
+prefix_in() {
+	[ "$(ctl -j list --all | python3 -c '
+import json, sys
+st, pfx = sys.argv[1], sys.argv[2]
+inv = [json.loads(l) for l in sys.stdin if l.strip()]
+inv = [i for i in inv if (i.get("number") or "").startswith(pfx)]
+print(len(inv) if all(i["state"] == st for i in inv) else -1)' "$1" "$2")" = "$3" ]
+}
+
+n=0
+for where in send status; do
+	case $where in
+	send) groups=invoiceSend ;;
+	status) groups="sessionInvoiceList invoiceStatus" ;;
+	esac
+	for kind in truncated wrong-types html huge; do
+		rules=
+		for g in $groups; do
+			rules="$rules${rules:+,}{\"group\":\"$g\",\"kind\":\"$kind\"}"
+		done
+		before=$(fault_count "$kind")
+		lines=$(wc -l <"$KSEFD_LOG")
+		ok "garbage: $kind on $where" sim_faults "{\"clear\":true,\"rules\":[$rules]}"
+		"$LOADGEN" -s "$T_TMP/ksefd.sock" -t "$TEMPLATE" -c 2 -n 3 -d 3 \
+		    -p "GARB-$where-$kind" >"$T_TMP/lg1" 2>&1
+		n=$((n + 3))
+		ok "garbage: $kind on $where: fired, ksefd logged it" \
+		    wait_ksefd 20 fired "$kind" $((before + 2)) "$lines"
+		ok "garbage: $kind on $where: ksefd still runs" ksefd_alive
+	done
+done
+ok "garbage: faults removed" sim_faults '{"clear":true}'
+ok "garbage: all $n invoices DONE" wait_ksefd 40 prefix_in DONE GARB- "$n"
+sim GET invoices >"$T_TMP/sim-inv.json"
+python3 - "$T_TMP/sim-inv.json" >"$T_TMP/garb.check" <<'PY'
+import collections, json, sys
+c = collections.Counter(i["number"] for i in json.load(open(sys.argv[1]))["invoices"]
+                        if i["number"].startswith("GARB-"))
+print("garbage", len(c), "twice", sum(1 for v in c.values() if v != 1))
+PY
+like "$T_TMP/garb.check" "^garbage $n twice 0\$" \
+    "garbage: the simulator registered each of the $n once"
+grep -E 'ksef: .*(unusable reply|reply over the size cap)' "$KSEFD_LOG" |
+    sed 's/^[^ ]* //; s/body: .*/body: .../' | sort | uniq -c | sort -rn | head -n 12 |
+    while read -r line; do diag "$line"; done
+
 pipe_stop rest
-sim_stop
 
 done_testing
