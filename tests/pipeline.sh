@@ -4,8 +4,10 @@
 # (ksefctl -j) and on the simulator's /_sim/ endpoints:
 #  1. happy path: 500 invoices over two contexts, all DONE, each registered
 #     once by the simulator, every stored UPO naming its hash and number;
-#  2. access tokens living 3 s during a longer, rate-limited run: nothing
-#     FAILED, no 401 more than once per expiry, one re-authentication each;
+#  2. access tokens living 4 s during a longer, rate-limited run, refreshed
+#     ahead of expiry, then all expired at once: nothing FAILED, no 401
+#     but after that forced expiry, no request started after a 401 before
+#     a new token came, one re-authentication per context;
 #  3. a rejected invoice: REJECTED with KSeF's code and details; its
 #     correction supersedes it and reaches DONE;
 #  4. duplicates pre-registered in the simulator: same bytes -> the
@@ -262,17 +264,17 @@ like "$T_TMP/upo.check" '^upo good 500 bad 0$' "happy: all 500 stored UPOs name 
 
 pipe_stop happy
 
-# --- 2. access tokens that live 3 s ----------------------------------------
+# --- 2. access tokens that live 4 s ----------------------------------------
 
 # 10 sends per second and context (limiter windows of 1 s) make this run
-# last about 6 s: tokens are refreshed ahead of expiry (margin 1 s), and
+# last about 6 s: tokens are refreshed ahead of expiry (margin 2 s), and
 # once both contexts have refreshed, every token is expired at once while
 # invoices are in flight.  From ksefd's ksef trace, per context: no 401
 # before that forced expiry; after a 401 no request starts until a new
 # token came; one authentication from scratch per expiry.
 ok "ttl: simulator starts" sim_start --limits off --processing-delay 20ms \
-    --access-ttl 3s
-LIMITS=yes REFRESH_MARGIN=1s LOG_TRACE=ksef pipe_conf ttl "[limits]
+    --access-ttl 4s
+LIMITS=yes REFRESH_MARGIN=2s LOG_TRACE=ksef pipe_conf ttl "[limits]
 windows = 1s 1s 1s
 invoice_send = 10 - -"
 ok "ttl: ksefd starts" pipe_start ttl
