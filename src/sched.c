@@ -953,6 +953,7 @@ send_commit_cb(int status, void *arg)
 	struct sess *ss = &c->sess[j->form];
 	unsigned char *doc;
 	size_t len;
+	int64_t paused;
 
 	if (status != STORE_COMMITTED) {
 		s->in_flight--;
@@ -975,6 +976,17 @@ send_commit_cb(int status, void *arg)
 		return;
 	}
 	FAILPOINT("sending-committed");
+	if ((paused = ratelimit_paused_until(c->rl[RL_GROUP_INVOICE_SEND])) >
+	    time_now_ms()) {
+		/* A 429 came in while this commit ran: we know it is not sent. */
+		s->in_flight--;
+		c->sending--;
+		ss->sending--;
+		j->busy = 0;
+		job_requeue(s, j, paused, 0, "group paused by a 429; not sent");
+		sched_kick(s);
+		return;
+	}
 	if (store_doc_get(s->store, j->key, &doc, &len) != 0) {
 		s->in_flight--;
 		c->sending--;
