@@ -16,118 +16,56 @@
 #     handling with a log line, no crash, everything DONE afterwards.
 # Every simulator and ksefd is stopped at exit (trap); only 127.0.0.1.
 . "$top_srcdir/tests/lib.sh"
-. "$top_srcdir/tests/sim/mkcert.sh"
+FL_NIP=5265877635	# the seller of the official FA(3) sample
+. "$top_srcdir/tests/faults_lib.sh"
 
-SIM=$top_builddir/tests/sim/ksef-sim
-LOADGEN=$top_builddir/tests/loadgen
-TEMPLATE=$top_srcdir/tests/sim/data/fa3-sample.xml
-NIP1=5265877635		# the seller of the official FA(3) sample
+LOADGEN=$FL_LOADGEN
+TEMPLATE=$FL_TEMPLATE
+NIP1=$FL_NIP
 NIP2=1234563218		# a second context (valid checksum)
-SIM_PID=
 
 t_tmpdir
-pipe_cleanup() {
-	_st=$?
-	if [ -n "$KSEFD_PID" ]; then
-		ksefd_stop TERM || ksefd_stop KILL
-	fi
-	sim_stop
-	(exit $_st)
-	t_cleanup
-}
-trap pipe_cleanup EXIT
+fl_setup		# CA, certificate, $T_TMP/token for NIP1; stops all at exit
 
-# --- the simulator ------------------------------------------------------
+# --- the simulator (tests/faults_lib.sh) ------------------------------------
 
-# sim_start ARGS...: a fresh ksef-sim over TLS taking the tokens of both
-# contexts; sets SIM_URL (…/v2) and SIM_ROOT (for /_sim/).
+# sim_start ARGS...: a fresh ksef-sim taking the tokens of both contexts.
 sim_start() {
-	: >"$T_TMP/sim.out"
-	"$SIM" --listen 127.0.0.1:0 --tls-cert "$T_TMP/tls/server.crt" \
-	    --tls-key "$T_TMP/tls/server.key" --token "$NIP1:$(cat "$T_TMP/tok1")" \
-	    --token "$NIP2:$(cat "$T_TMP/tok2")" --auth-delay 0 \
-	    "$@" >"$T_TMP/sim.out" 2>>"$T_TMP/sim.log" &
-	SIM_PID=$!
-	wait_until 10 grep -q '^url=' "$T_TMP/sim.out" || return 1
-	SIM_URL=$(sed -n 's/^url=//p' "$T_TMP/sim.out")
-	SIM_ROOT=${SIM_URL%/v2}
+	fl_sim_start --token "$NIP2:$(cat "$T_TMP/tok2")" --auth-delay 0 "$@"
 }
 
 # sim_stop: TERM the simulator; its exit status in SIM_STATUS.
 sim_stop() {
-	[ -n "$SIM_PID" ] || return 0
-	kill -TERM "$SIM_PID" 2>/dev/null
-	wait "$SIM_PID" 2>/dev/null
+	[ -n "$FL_SIM_PID" ] || return 0
+	kill -TERM "$FL_SIM_PID" 2>/dev/null
+	wait "$FL_SIM_PID" 2>/dev/null
 	SIM_STATUS=$?
-	SIM_PID=
-}
-
-# sim GET|POST PATH [CURL ARGS...]: a /_sim/ request; the body on stdout.
-sim() {
-	_m=$1 _p=$2
-	shift 2
-	curl -sS --cacert "$T_TMP/tls/ca.crt" -X "$_m" "$@" "$SIM_ROOT/_sim/$_p"
-}
-
-# sim_faults JSON: POST /_sim/faults; 0 when the simulator took it.
-sim_faults() {
-	curl -sf --cacert "$T_TMP/tls/ca.crt" -o /dev/null \
-	    -H 'Content-Type: application/json' --data-binary "$1" \
-	    "$SIM_ROOT/_sim/faults"
+	FL_SIM_PID=
 }
 
 # --- ksefd ----------------------------------------------------------------
 
-# pipe_conf NAME [EXTRA]: a config for both contexts in $T_TMP/NAME.conf
-# with its own database; EXTRA (lines of "[section]" and "key = value")
-# is appended.
+# pipe_conf NAME [EXTRA]: fl_conf's config in $T_TMP/NAME.conf with a new
+# database, both contexts, LIMITS ([limits] enabled, default no),
+# REFRESH_MARGIN and LOG_TRACE; EXTRA lines are appended.
 pipe_conf() {
-	cat >"$T_TMP/$1.conf" <<EOF
-[daemon]
-pid_file = $T_TMP/ksefd.pid
-[log]
-level = info
-${LOG_TRACE:+trace = $LOG_TRACE}
-[ksef]
-environment = $SIM_URL
-ca_file = $T_TMP/tls/ca.crt
-latarnia_url = off
-connect_timeout = 2s
-request_timeout = ${REQUEST_TIMEOUT:-5s}
-max_in_flight = ${MAX_IN_FLIGHT:-8}
+	rm -rf "$T_TMP/db"
+	FL_TRACE=${LOG_TRACE:-} fl_conf "$T_TMP/$1.conf" "[ksef]
+request_timeout = 5s
 token_refresh_margin = ${REFRESH_MARGIN:-60s}
-[storage]
-database = $T_TMP/db-$1
-map_size = 64M
-[api]
-socket = $T_TMP/ksefd.sock
-[retry]
-backoff_min = 50ms
-backoff_max = 500ms
-[poll]
-auth_interval = 50ms
-status_interval = 100ms
 [session]
 idle_timeout = 10s
-[reconcile]
-interval = 0
 [limits]
 enabled = ${LIMITS:-no}
-[context $NIP1]
-token_file = $T_TMP/tok1
 [context $NIP2]
 token_file = $T_TMP/tok2
-EOF
-	[ $# -lt 2 ] || printf '%s\n' "$2" >>"$T_TMP/$1.conf"
+${2:-}"
 }
 
-# pipe_start NAME: ksefd on $T_TMP/NAME.conf; its log in $T_TMP/NAME.log.
+# pipe_start NAME: ksefd on $T_TMP/NAME.conf, with a fresh log.
 pipe_start() {
 	: >"$T_TMP/ksefd.log"
 	ksefd_start -f "$T_TMP/$1.conf"
-	_st=$?
-	PIPE_LOG=$T_TMP/$1.log
-	return $_st
 }
 
 # pipe_stop NAME: TERM ksefd and the simulator, keeping ksefd's log as
@@ -221,8 +159,6 @@ print("upo good", good, "bad", bad)
 
 # --- setup ----------------------------------------------------------------
 
-sim_mkcert "$T_TMP/tls" || bail "test CA and server certificate"
-t_secret "$T_TMP/tok1" "20250101-EC-0000000001-0000000001-01|nip-$NIP1|pipeline-1"
 t_secret "$T_TMP/tok2" "20250101-EC-0000000002-0000000002-02|nip-$NIP2|pipeline-2"
 sed "s/$NIP1/$NIP2/" "$TEMPLATE" >"$T_TMP/template2.xml"
 
@@ -239,7 +175,7 @@ like "$T_TMP/lg1" '"201":250' "happy: 250 invoices of $NIP1 created"
 like "$T_TMP/lg2" '"201":250' "happy: 250 invoices of $NIP2 created"
 ok "happy: all 500 DONE" wait_ksefd 40 all_in DONE 500
 diag "states: $(state_counts)"
-sim GET invoices >"$T_TMP/sim-inv.json"
+fl_sim GET invoices >"$T_TMP/sim-inv.json"
 ctl -j list --all >"$T_TMP/list.json"
 python3 - "$T_TMP/sim-inv.json" "$T_TMP/list.json" >"$T_TMP/happy.check" <<'PY'
 import collections, json, sys
@@ -289,10 +225,10 @@ both_refreshed() {
 ok "ttl: both contexts refreshed their tokens ahead of expiry" \
     wait_ksefd 20 both_refreshed
 mark=$(wc -l <"$KSEFD_LOG")
-ok "ttl: every token expired at once, mid-run" sim_faults '{"expireTokens":true}'
+ok "ttl: every token expired at once, mid-run" fl_sim_faults '{"expireTokens":true}'
 ok "ttl: all 120 DONE, none FAILED" wait_ksefd 40 all_in DONE 120
 diag "states: $(state_counts)"
-sim GET stats >"$T_TMP/stats.json"
+fl_sim GET stats >"$T_TMP/stats.json"
 pipe_stop ttl
 python3 - "$T_TMP/ttl.log" "$mark" "$NIP1" "$NIP2" >"$T_TMP/ttl.check" <<'PY'
 import re, sys
@@ -372,7 +308,7 @@ print(json.loads(open(sys.argv[1]).readline())["invoice"]["id"])' \
 	    "$T_TMP/submit.json"
 }
 
-ok "reject: simulator rejects numbers REJ/..." sim_faults '{"rejectPattern":"^REJ/"}'
+ok "reject: simulator rejects numbers REJ/..." fl_sim_faults '{"rejectPattern":"^REJ/"}'
 one "$T_TMP/rej.xml" REJ $NIP1
 ok "reject: submitted" submit "$T_TMP/rej.xml"
 REJ_ID=$(id_of)
@@ -382,7 +318,7 @@ is "$(field "$REJ_ID" '"reject-pattern" in j["error"]["details"] and "REJ/0" in 
     True "reject: KSeF's details stored (they name the invoice number)"
 is "$(field "$REJ_ID" 'bool(j["error"]["description"])')" True \
     "reject: KSeF's description stored"
-ok "reject: the simulator takes REJ/... again" sim_faults '{"rejectPattern":""}'
+ok "reject: the simulator takes REJ/... again" fl_sim_faults '{"rejectPattern":""}'
 # The correction: same seller, kind and number, another buyer phone number.
 sed 's/76-113-42-55/76-113-42-56/' "$T_TMP/rej.xml" >"$T_TMP/rej-fixed.xml"
 ok "correction: submitted" submit "$T_TMP/rej-fixed.xml"
@@ -395,7 +331,7 @@ is "$(field "$REJ_ID" 'j["state"]')" REJECTED "reject: stays REJECTED"
 
 # Duplicates registered in the simulator before ksefd sends them.
 one "$T_TMP/dup-same.xml" DUP-SAME $NIP1
-ORIG=$(sim POST invoices --data-binary "@$T_TMP/dup-same.xml" | python3 -c '
+ORIG=$(fl_sim POST invoices --data-binary "@$T_TMP/dup-same.xml" | python3 -c '
 import json, sys; print(json.load(sys.stdin)["ksefNumber"])')
 ok "dup: the simulator took the original ($ORIG)" test -n "$ORIG"
 ok "dup (same bytes): submitted" submit "$T_TMP/dup-same.xml"
@@ -409,7 +345,7 @@ like "$T_TMP/upo.check" '^upo good 2 bad 0$' \
     "dup (same bytes) and correction: their UPOs name their hash and KSeF number"
 one "$T_TMP/dup-diff.xml" DUP-DIFF $NIP1
 sed 's/76-113-42-55/76-113-42-57/' "$T_TMP/dup-diff.xml" >"$T_TMP/dup-other.xml"
-ORIG2=$(sim POST invoices --data-binary "@$T_TMP/dup-other.xml" | python3 -c '
+ORIG2=$(fl_sim POST invoices --data-binary "@$T_TMP/dup-other.xml" | python3 -c '
 import json, sys; print(json.load(sys.stdin)["ksefNumber"])')
 ok "dup: the simulator took other bytes under DUP-DIFF/0 ($ORIG2)" test -n "$ORIG2"
 ok "dup (other bytes): submitted" submit "$T_TMP/dup-diff.xml"
@@ -418,7 +354,7 @@ ok "dup (other bytes): FAILED" wait_ksefd 20 state_is "$DIFF_ID" FAILED
 is "$(field "$DIFF_ID" '(j.get("error") or {}).get("description", "").startswith("conflict")')" True \
     "dup (other bytes): reason conflict"
 is "$(field "$DIFF_ID" 'j["ksef_number"]')" None "dup (other bytes): no KSeF number taken over"
-sim GET invoices >"$T_TMP/sim-inv.json"
+fl_sim GET invoices >"$T_TMP/sim-inv.json"
 python3 - "$T_TMP/sim-inv.json" "$NIP1" >"$T_TMP/dup.check" <<'PY'
 import collections, json, sys
 c = collections.Counter(i["number"] for i in json.load(open(sys.argv[1]))["invoices"]
@@ -437,16 +373,11 @@ like "$T_TMP/dup.check" '^REJ/0=1 DUP-SAME/0=1 DUP-DIFF/0=1$' \
 # stays up.  With the faults removed, every one of them reaches DONE,
 # registered once by the simulator.
 
-# fault_count KIND: how often the simulator fired KIND so far.
-fault_count() {
-	sim GET stats | python3 -c '
-import json, sys; print(json.load(sys.stdin)["faults"][sys.argv[1]])' "$1"
-}
 
 # fired KIND N LINES: KIND fired N times, and ksefd's log grew by a line
 # about an unusable reply after line LINES.
 fired() {
-	[ "$(fault_count "$1")" -ge "$2" ] &&
+	[ "$(fl_stat faults "$1")" -ge "$2" ] &&
 	    tail -n "+$(($3 + 1))" "$KSEFD_LOG" |
 	    grep -Eq 'ksef: .*(unusable reply|reply over the size cap)'
 }
@@ -472,9 +403,9 @@ for where in send status; do
 		for g in $groups; do
 			rules="$rules${rules:+,}{\"group\":\"$g\",\"kind\":\"$kind\"}"
 		done
-		before=$(fault_count "$kind")
+		before=$(fl_stat faults "$kind")
 		lines=$(wc -l <"$KSEFD_LOG")
-		ok "garbage: $kind on $where" sim_faults "{\"clear\":true,\"rules\":[$rules]}"
+		ok "garbage: $kind on $where" fl_sim_faults "{\"clear\":true,\"rules\":[$rules]}"
 		"$LOADGEN" -s "$T_TMP/ksefd.sock" -t "$TEMPLATE" -c 2 -n 3 -d 3 \
 		    -p "GARB-$where-$kind" >"$T_TMP/lg1" 2>&1
 		n=$((n + 3))
@@ -483,9 +414,9 @@ for where in send status; do
 		ok "garbage: $kind on $where: ksefd still runs" ksefd_alive
 	done
 done
-ok "garbage: faults removed" sim_faults '{"clear":true}'
+ok "garbage: faults removed" fl_sim_faults '{"clear":true}'
 ok "garbage: all $n invoices DONE" wait_ksefd 40 prefix_in DONE GARB- "$n"
-sim GET invoices >"$T_TMP/sim-inv.json"
+fl_sim GET invoices >"$T_TMP/sim-inv.json"
 python3 - "$T_TMP/sim-inv.json" >"$T_TMP/garb.check" <<'PY'
 import collections, json, sys
 c = collections.Counter(i["number"] for i in json.load(open(sys.argv[1]))["invoices"]
