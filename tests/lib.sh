@@ -191,6 +191,8 @@ ksefd_start() {
 	KSEFD_LOG=$T_TMP/ksefd.log
 	KSEFD_STATUS=
 	rm -f "$T_TMP/ksefd.status" "$T_TMP/ksefd.run-pid"
+	# The log is appended across restarts: wait for a "started" line of this run.
+	_ks_from=$(($(cat "$KSEFD_LOG" 2>/dev/null | wc -l) + 1))
 	(
 		sh -c 'echo $$ >"$1"; shift; exec "$@"' sh \
 		    "$T_TMP/ksefd.run-pid" "$KSEFD" -d "$@" 2>>"$KSEFD_LOG"
@@ -198,8 +200,8 @@ ksefd_start() {
 	) &
 	wait_until 10 test -s "$T_TMP/ksefd.run-pid" || return 1
 	KSEFD_PID=$(cat "$T_TMP/ksefd.run-pid")
-	wait_until 10 sh -c 'grep -q "ksefd: ksefd .* started" "$1" ||
-	    test -s "$2"' sh "$KSEFD_LOG" "$T_TMP/ksefd.status"
+	wait_until 10 sh -c 'tail -n "+$3" "$1" | grep -q "ksefd: ksefd .* started" ||
+	    test -s "$2"' sh "$KSEFD_LOG" "$T_TMP/ksefd.status" "$_ks_from"
 	ksefd_alive
 }
 
