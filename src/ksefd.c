@@ -343,6 +343,22 @@ ksefd_stats_cb(void *arg)
 	return o;
 }
 
+/* An invoice ended REJECTED or FAILED: an alert (syslog LOG_ALERT for now). */
+static void
+ksefd_alert_cb(const unsigned char key[INV_KEY_LEN], const char *nip,
+    enum inv_state to, int32_t code, const char *reason, void *arg)
+{
+	struct ksefd *k = arg;
+	char shortkey[17];
+
+	if (!k->conf->alert_syslog)
+		return;
+	record_key_short(key, shortkey);
+	log_alert("alert: invoice %s of %s %s (code %d): %s", shortkey, nip,
+	    record_state_name(to), (int)code,
+	    reason ? log_escape(reason, strlen(reason), 300) : "");
+}
+
 /* Start the pipeline: the KSeF transport and the scheduler. */
 static void
 ksefd_sched_start(struct ksefd *k)
@@ -359,6 +375,7 @@ ksefd_sched_start(struct ksefd *k)
 	intake_set_notify(k->intake, ksefd_invoice_new_cb, k);
 	ops.arg = k;
 	api_set_ops(k->api, &ops);
+	sched_alert_set(k->sched, ksefd_alert_cb, k);
 }
 
 /* Reload hook: new validation rules, API token and limits, spool settings. */

@@ -130,6 +130,8 @@ struct sched {
 	unsigned	 in_flight;
 	int		 stopping;
 	int		 resync;	/* a commit failed: reload from the store */
+	sched_alert_cb	 alert;		/* REJECTED and FAILED invoices */
+	void		*alert_arg;
 	struct sched_stats st;
 };
 
@@ -854,6 +856,8 @@ job_finish(struct sched *s, struct job *j, enum inv_state to, int32_t code,
 		job_short(j, key);
 		log_warnx("sched: %s %s: %s", key, record_state_name(to),
 		    reason ? reason : "");
+		if (s->alert != NULL)
+			s->alert(j->key, j->c->nip, to, code, reason, s->alert_arg);
 		if (!j->busy)
 			job_free(s, j);
 		else
@@ -1829,6 +1833,13 @@ sched_invoice_retry(struct sched *s, const unsigned char key[INV_KEY_LEN])
 	record_invoice_free(&inv);
 	sched_kick(s);
 	return 0;
+}
+
+void
+sched_alert_set(struct sched *s, sched_alert_cb cb, void *arg)
+{
+	s->alert = cb;
+	s->alert_arg = arg;
 }
 
 void

@@ -57,6 +57,14 @@ void		 sched_update(struct sched *, const struct conf *);
 void		 sched_invoice_new(struct sched *, const struct record_invoice *);
 /* Re-queue a FAILED invoice (ksefctl retry); -1 when it cannot be. */
 int		 sched_invoice_retry(struct sched *, const unsigned char key[INV_KEY_LEN]);
+/*
+ * Called when an invoice ends REJECTED or FAILED (after the transition is
+ * in the group being committed): the alert sinks hang here.
+ */
+typedef void (*sched_alert_cb)(const unsigned char key[INV_KEY_LEN],
+	    const char *nip, enum inv_state to, int32_t code, const char *reason,
+	    void *arg);
+void		 sched_alert_set(struct sched *, sched_alert_cb, void *);
 /* Start no new requests; those in flight finish. */
 void		 sched_stop(struct sched *);
 /* Requests in flight. */
