@@ -54,7 +54,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t len)
 	size_t n;
 	int32_t code;
 	int64_t ms;
-	int more, trunc;
+	int more, trunc, have[RL_NGROUPS];
+	struct ratelimit_limits lim[RL_NGROUPS];
 
 	if (ksef_json_keys(data, len, &certs, &n, err, sizeof(err)) == 0)
 		ksef_json_keys_free(certs, n);
@@ -96,6 +97,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t len)
 			ksef_invoice_free(&invs[--n]);
 		free(invs);
 	}
+	(void)ksef_json_rate_limits(data, len, lim, have, err, sizeof(err));
 	if (ksef_json_error(data, len, &e) == 0)
 		ksef_error_free(&e);
 	if (len < 100) {

@@ -224,6 +224,85 @@ test_examples(void)
 	free(body);
 }
 
+/* GET /rate-limits: the openapi example, partial and unknown groups, garbage. */
+static void
+test_rate_limits(void)
+{
+	static const struct { const char *body, *why; } bad[] = {
+		{ "{}", "none of the known" },
+		{ "{\"future\":{\"perSecond\":1}}", "none of the known" },
+		{ "[]", "expected an object" },
+		{ "<html>503</html>", "not JSON" },
+		{ "{\"invoiceSend\":5}", "body.invoiceSend: expected an object" },
+		{ "{\"invoiceSend\":{\"perSecond\":3,\"perMinute\":9}}",
+		    "body.invoiceSend.perHour: missing" },
+		{ "{\"other\":{\"perSecond\":-1,\"perMinute\":9,"
+		    "\"perHour\":9}}", "body.other.perSecond: -1 not in" },
+		{ "{\"other\":{\"perSecond\":3,\"perMinute\":10000001,"
+		    "\"perHour\":9}}", "body.other.perMinute: 10000001 not in" },
+		{ "{\"other\":{\"perSecond\":\"3\",\"perMinute\":9,"
+		    "\"perHour\":9}}", "perSecond: expected an integer" },
+		{ "{\"other\":{\"perSecond\":1.5,\"perMinute\":9,"
+		    "\"perHour\":9}}", "perSecond: expected an integer" },
+		{ "{\"invoiceSend\":{\"perSecond\":3,\"perMinute\":9,"
+		    "\"perHour\":9},\"invoiceSend\":{\"perSecond\":30,"
+		    "\"perMinute\":90,\"perHour\":90}}", "duplicate" },
+		{ "{\"invoiceSend\":{\"perSecond\":3,\"perMinute\":9,"
+		    "\"perHour\":54},\"other\":[]}",
+		    "body.other: expected an object" },
+	};
+	struct ratelimit_limits lim[RL_NGROUPS], want;
+	int have[RL_NGROUPS], g, n, same;
+	char err[256], *body;
+	size_t i, len;
+	const char *partial = "{\"invoiceSend\":{\"perSecond\":3,"
+	    "\"perMinute\":9,\"perHour\":54,\"perDay\":1},\"sessionList\":"
+	    "null,\"nightly\":{\"perSecond\":\"x\"},\"public\":"
+	    "{\"perSecond\":1,\"perMinute\":1,\"perHour\":1}}";
+
+	body = load("rate-limits.json", &len);
+	memset(lim, 0xff, sizeof(lim));
+	ok(ksef_json_rate_limits(body, len, lim, have, err, sizeof(err)) == 0,
+	    "rate limits: the openapi example parses");
+	for (g = n = same = 0; g < RL_NGROUPS; g++) {
+		n += have[g];
+		ratelimit_limits_default(g, &want);
+		if (have[g] && memcmp(lim[g].max, want.max,
+		    sizeof(want.max)) == 0 && lim[g].window_ms[0] == 0)
+			same++;
+	}
+	is_int(n, RL_NGROUPS - 1, "rate limits: every group but public");
+	is_int(same, RL_NGROUPS - 1, "rate limits: the example equals the "
+	    "official defaults (API.md section 10), windows left to the "
+	    "caller");
+	ok(!have[RL_GROUP_PUBLIC], "rate limits: public is not reported");
+	free(body);
+
+	ok(ksef_json_rate_limits(partial, strlen(partial), lim, have, err,
+	    sizeof(err)) == 0, "rate limits: partial, unknown groups and "
+	    "members ignored");
+	for (g = n = 0; g < RL_NGROUPS; g++)
+		n += have[g];
+	ok(n == 1 && have[RL_GROUP_INVOICE_SEND] &&
+	    lim[RL_GROUP_INVOICE_SEND].max[RL_WIN_SEC] == 3 &&
+	    lim[RL_GROUP_INVOICE_SEND].max[RL_WIN_MIN] == 9 &&
+	    lim[RL_GROUP_INVOICE_SEND].max[RL_WIN_HOUR] == 54,
+	    "rate limits: only invoiceSend set, 3/9/54");
+
+	for (i = 0; i < nitems(bad); i++) {
+		memset(lim, 0x5a, sizeof(lim));
+		memset(have, 0x5a, sizeof(have));
+		err[0] = '\0';
+		n = ksef_json_rate_limits(bad[i].body, strlen(bad[i].body), lim,
+		    have, err, sizeof(err));
+		for (g = same = 0; g < RL_NGROUPS; g++)
+			same += have[g] == 0 && lim[g].max[0] == 0x5a5a5a5a;
+		ok(n == -1 && strstr(err, bad[i].why) != NULL &&
+		    same == RL_NGROUPS, "rate limits garbage %zu refused, "
+		    "nothing set: %s", i, err);
+	}
+}
+
 /* A reply of status with the body of a data file (or literal text). */
 static void
 reply_init(struct http_response *r, long status, const char *body)
@@ -399,6 +478,8 @@ all_refuse(const char *data, size_t len, char *why, size_t whylen)
 	int32_t code;
 	int64_t ms;
 	int more, trunc, accepted = 0;
+	struct ratelimit_limits lim[RL_NGROUPS];
+	int have[RL_NGROUPS];
 
 	memset(&rt, 0, sizeof(rt));
 	err[0] = '\0';
@@ -452,6 +533,8 @@ all_refuse(const char *data, size_t len, char *why, size_t whylen)
 		free(v);
 		accepted++;
 	}
+	accepted += ksef_json_rate_limits(data, len, lim, have, err,
+	    sizeof(err)) == 0;
 	return accepted == 0;
 }
 
@@ -461,7 +544,8 @@ test_garbage(void)
 	static const char *const files[] = { "keys.json", "challenge.json",
 	    "auth-init.json", "auth-status-200.json", "redeem.json",
 	    "session-open.json", "send.json", "session-status.json",
-	    "session-invoices.json", "invoice-status.json", "metadata.json" };
+	    "session-invoices.json", "invoice-status.json", "metadata.json",
+	    "rate-limits.json" };
 	static const char *const bad[] = {
 		"", " ", "{", "}", "[]", "null", "true", "0", "\"x\"",
 		"<html><body>503 Service Unavailable</body></html>",
@@ -628,6 +712,7 @@ main(void)
 	log_init("test_ksef_json", 1, LOG_LVL_WARN);
 	test_time();
 	test_examples();
+	test_rate_limits();
 	test_replies();
 	test_garbage();
 	test_builders();

@@ -53,6 +53,7 @@ static const struct {
 	    RL_GROUP_INVOICE_DOWNLOAD },
 	[KSEF_OP_METADATA_QUERY] = { "metadata query",
 	    RL_GROUP_INVOICE_METADATA },
+	[KSEF_OP_RATE_LIMITS] = { "rate limits", RL_GROUP_OTHER },
 };
 
 int
@@ -926,6 +927,29 @@ ksef_metadata_query(struct ksef_ctx *ctx, const struct ksef_query *q,
 	    ksef_json_metadata_req(ctx->nip, q, time_now_ms()), JSON_MAX,
 	    ksef_metadata_reply);
 	free(path);
+}
+
+static void
+ksef_rate_limits_reply(struct ksef_op *op, struct http_response *r)
+{
+	char err[256];
+
+	if (ksef_op_reply(op, r) == -1)
+		return;
+	if (ksef_json_rate_limits(r->body.data, r->body.len, op->res.limits,
+	    op->res.limits_have, err, sizeof(err)) == -1)
+		ksef_reply_garbage(&op->res, "rate limits", r, err, 0);
+	else
+		op->res.outcome = KSEF_OK;
+	ksef_op_done(op);
+}
+
+void
+ksef_rate_limits(struct ksef_ctx *ctx, ksef_cb cb, void *arg)
+{
+	ksef_op_authed(ksef_op_new(ctx, KSEF_OP_RATE_LIMITS, cb, arg),
+	    HTTP_GET, xstrdup("/rate-limits"), JSON_MAX,
+	    ksef_rate_limits_reply);
 }
 
 /* ---- helpers for the caller ---- */

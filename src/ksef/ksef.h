@@ -30,6 +30,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "ratelimit.h"
 #include "record.h"
 #include "util.h"
 
@@ -104,6 +105,13 @@ struct ksef_result {
 	struct ksef_session_info sess;	/* ksef_session_status() */
 	struct buf	 body;		/* UPO XML, invoice XML */
 	unsigned char	 body_sha256[INV_SHA_LEN];	/* of body, when there is one */
+	/*
+	 * ksef_rate_limits() OK: KSeF's effective limits by enum
+	 * ratelimit_group, counts only (window_ms 0: the caller's); a group
+	 * is valid where limits_have[group] is set.
+	 */
+	struct ratelimit_limits limits[RL_NGROUPS];
+	int		 limits_have[RL_NGROUPS];
 };
 
 typedef void (*ksef_cb)(struct ksef_result *, void *arg);
@@ -123,6 +131,7 @@ enum ksef_op_kind {
 	KSEF_OP_UPO_URL,	/* a presigned upoDownloadUrl: not limited */
 	KSEF_OP_INVOICE_FETCH,
 	KSEF_OP_METADATA_QUERY,
+	KSEF_OP_RATE_LIMITS,	/* GET /rate-limits (other) */
 	KSEF_NOPS
 };
 
@@ -254,6 +263,13 @@ struct ksef_query {
 /* OK with result->invoices (outcome PROCESSED), has_more, truncated. */
 void	 ksef_metadata_query(struct ksef_ctx *, const struct ksef_query *,
 	    ksef_cb, void *);
+
+/*
+ * GET /rate-limits: the limits KSeF applies to this context now.  OK with
+ * result->limits and limits_have (groups KSeF did not name are left unset;
+ * a count of 0 means that window is not limited, as in the config).
+ */
+void	 ksef_rate_limits(struct ksef_ctx *, ksef_cb, void *);
 
 /* Base64 SHA-256 of an invoice as KSeF names it (44 chars + NUL). */
 void	 ksef_invoice_hash(const unsigned char sha256[INV_SHA_LEN], char out[45]);

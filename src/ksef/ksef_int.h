@@ -104,6 +104,14 @@ int	 ksef_json_session_invoices(const void *, size_t,
 	    char *err, size_t);
 int	 ksef_json_metadata(const void *, size_t, struct ksef_invoice **,
 	    size_t *, int *has_more, int *truncated, char *err, size_t);
+/*
+ * GET /rate-limits (EffectiveApiRateLimits) into lim[] and have[], both
+ * indexed by enum ratelimit_group; unknown groups are ignored, at least
+ * one known group is required.
+ */
+int	 ksef_json_rate_limits(const void *, size_t,
+	    struct ratelimit_limits lim[RL_NGROUPS], int have[RL_NGROUPS],
+	    char *err, size_t);
 /* Either error format; -1 when the body is neither. */
 int	 ksef_json_error(const void *, size_t, struct ksef_error *);
 void	 ksef_error_free(struct ksef_error *);

@@ -19,6 +19,7 @@
 
 #include "http.h"
 #include "log.h"
+#include "ratelimit.h"
 #include "util.h"
 #include "ksef_int.h"
 
@@ -26,6 +27,7 @@
 #define J_DETAILS_MAX	4096	/* joined details */
 #define J_LIST_MAX	100000	/* array entries */
 #define RETRY_DEFAULT_S	60	/* a 429 without a usable Retry-After */
+#define J_RATE_MAX	1000000	/* a rate-limit count, as [limits] allows */
 
 /* ---- field access ---- */
 
@@ -899,6 +901,72 @@ ksef_json_session_status(const void *data, size_t len,
 	return 0;
 fail:
 	session_info_free(s);
+	json_decref(o);
+	return -1;
+}
+
+/* EffectiveApiRateLimits members by enum ratelimit_group. */
+static const char *const rate_groups[RL_NGROUPS] = {
+	[RL_GROUP_ONLINE_SESSION] = "onlineSession",
+	[RL_GROUP_INVOICE_SEND] = "invoiceSend",
+	[RL_GROUP_BATCH_SESSION] = "batchSession",
+	[RL_GROUP_INVOICE_STATUS] = "invoiceStatus",
+	[RL_GROUP_SESSION_LIST] = "sessionList",
+	[RL_GROUP_SESSION_INVOICE_LIST] = "sessionInvoiceList",
+	[RL_GROUP_SESSION_MISC] = "sessionMisc",
+	[RL_GROUP_INVOICE_METADATA] = "invoiceMetadata",
+	[RL_GROUP_INVOICE_EXPORT] = "invoiceExport",
+	[RL_GROUP_INVOICE_EXPORT_STATUS] = "invoiceExportStatus",
+	[RL_GROUP_INVOICE_DOWNLOAD] = "invoiceDownload",
+	[RL_GROUP_OTHER] = "other",
+	/* RL_GROUP_PUBLIC is per IP and not reported. */
+};
+
+int
+ksef_json_rate_limits(const void *data, size_t len,
+    struct ratelimit_limits lim[RL_NGROUPS], int have[RL_NGROUPS],
+    char *err, size_t errlen)
+{
+	static const char *const keys[RL_NWIN] = { "perSecond", "perMinute",
+	    "perHour" };
+	struct ratelimit_limits l[RL_NGROUPS];
+	json_t *o, *g;
+	int64_t n;
+	int gi, w, found = 0;
+	char where[64];
+
+	memset(l, 0, sizeof(l));
+	memset(have, 0, RL_NGROUPS * sizeof(*have));
+	if ((o = j_load_object(data, len, err, errlen)) == NULL)
+		return -1;
+	for (gi = 0; gi < RL_NGROUPS; gi++) {
+		if (rate_groups[gi] == NULL)
+			continue;
+		if (j_obj(o, "body", rate_groups[gi], 0, &g, err,
+		    errlen) == -1)
+			goto fail;
+		if (g == NULL)
+			continue;
+		snprintf(where, sizeof(where), "body.%s", rate_groups[gi]);
+		for (w = 0; w < RL_NWIN; w++) {
+			if (j_int(g, where, keys[w], 0, J_RATE_MAX, 1, &n, err,
+			    errlen) == -1)
+				goto fail;
+			l[gi].max[w] = (uint32_t)n;
+		}
+		have[gi] = 1;
+		found++;
+	}
+	if (found == 0) {
+		snprintf(err, errlen, "body: none of the known limit groups "
+		    "(onlineSession, invoiceSend, ... other)");
+		goto fail;
+	}
+	json_decref(o);
+	memcpy(lim, l, sizeof(l));
+	return 0;
+fail:
+	memset(have, 0, RL_NGROUPS * sizeof(*have));
 	json_decref(o);
 	return -1;
 }
