@@ -679,11 +679,17 @@ api_update(struct api *api, const char *token, size_t max_body)
 		SHA256((const unsigned char *)token, strlen(token),
 		    api->token_hash);
 	api->max_body = max_body;
-	/* evhttp's own cap is a little higher, so our JSON 413 answers. */
+	/*
+	 * evhttp's own cap is four times higher: a body up to that is read
+	 * whole and refused by us with a JSON 413 on a clean connection; past
+	 * it evhttp closes at once, and the client may see only a reset.
+	 */
 	if (api->unix_http)
-		evhttp_set_max_body_size(api->unix_http, (ev_ssize_t)max_body + 1);
+		evhttp_set_max_body_size(api->unix_http,
+		    (ev_ssize_t)max_body * 4 + 65536);
 	if (api->tcp_http)
-		evhttp_set_max_body_size(api->tcp_http, (ev_ssize_t)max_body + 1);
+		evhttp_set_max_body_size(api->tcp_http,
+		    (ev_ssize_t)max_body * 4 + 65536);
 }
 
 /* A new evhttp with our defaults. */
