@@ -24,6 +24,8 @@
 #define SCHED_UPO_INFLIGHT	16	/* UPO downloads at once per context */
 #define SCHED_SEND_SLOTS	64	/* sends in flight per context (before the breaker) */
 #define SCHED_LIMIT_SLACK_MS	100	/* added to every limiter window */
+#define SCHED_LIMITS_REFRESH_MS	(3600 * 1000)	/* GET /rate-limits again */
+#define SCHED_LIMITS_RETRY_MS	(60 * 1000)	/* after a failed one */
 
 struct sctx;
 struct strack;
@@ -98,6 +100,11 @@ struct sctx {
 	struct ksef_ctx	*k;
 	struct ratelimit *rl[RL_NGROUPS];
 	int		 rl_dirty[RL_NGROUPS];
+	struct ratelimit_limits ksef_lim[RL_NGROUPS];	/* KSeF's (GET /rate-limits), counts */
+	int		 ksef_have[RL_NGROUPS];	/* ... where it reported the group */
+	int64_t		 limits_at;		/* next GET /rate-limits */
+	int		 limits_busy;		/* one under way */
+	int		 limits_known;		/* one has answered since start */
 	struct breaker	 br;
 	struct sess	 sess[SCHED_NFORMS];
 	struct job	**heap[SCHED_NFORMS];	/* send queues by due time */
@@ -533,29 +540,44 @@ ctx_limits_persist(struct sctx *c)
 
 /* --- limits, breaker, auth --------------------------------------------- */
 
+/*
+ * The one place a group's limits are built: the config's [limits] override,
+ * else what KSeF reported (GET /rate-limits), else the official default;
+ * with the configured windows plus slack.
+ */
+static void
+ctx_group_limits(const struct sctx *c, const struct conf *conf, int g,
+    struct ratelimit_limits *l)
+{
+	int w;
+
+	if (conf->limits[g].set)
+		*l = conf->limits[g].lim;
+	else if (c->ksef_have[g])
+		*l = c->ksef_lim[g];
+	else
+		ratelimit_limits_default(g, l);
+	if (!conf->limits_enabled)
+		for (w = 0; w < RL_NWIN; w++)
+			l->max[w] = 0;
+	/*
+	 * KSeF counts arrivals; we count decisions, which leave after a
+	 * commit and an encryption of varying length.  A little slack on
+	 * every window keeps two sends from arriving closer than KSeF allows
+	 * (measured: tests/pipeline_limits.sh).
+	 */
+	for (w = 0; w < RL_NWIN; w++)
+		l->window_ms[w] = conf->limit_window_ms[w] + SCHED_LIMIT_SLACK_MS;
+}
+
 static void
 ctx_limits_apply(struct sctx *c, const struct conf *conf)
 {
 	struct ratelimit_limits l;
-	int g, w;
+	int g;
 
 	for (g = 0; g < RL_NGROUPS; g++) {
-		if (conf->limits[g].set)
-			l = conf->limits[g].lim;
-		else
-			ratelimit_limits_default(g, &l);
-		if (!conf->limits_enabled)
-			for (w = 0; w < RL_NWIN; w++)
-				l.max[w] = 0;
-		/*
-		 * KSeF counts arrivals; we count decisions, which leave after a
-		 * commit and an encryption of varying length.  A little slack
-		 * on every window keeps two sends from arriving closer than
-		 * KSeF allows (measured: tests/pipeline_limits.sh).
-		 */
-		for (w = 0; w < RL_NWIN; w++)
-			l.window_ms[w] = conf->limit_window_ms[w] +
-			    SCHED_LIMIT_SLACK_MS;
+		ctx_group_limits(c, conf, g, &l);
 		if (c->rl[g] == NULL)
 			c->rl[g] = ratelimit_new(&l);
 		else
@@ -654,6 +676,34 @@ ctx_authed(struct sctx *c, int64_t now, int64_t *next)
 	return 0;
 }
 
+/* Keep KSeF's limits (GET /rate-limits) and apply them; log where they differ. */
+static void
+ctx_limits_take(struct sctx *c, const struct ksef_result *r)
+{
+	const struct conf *conf = c->s->conf;
+	struct ratelimit_limits def;
+	const uint32_t *m;
+	int g;
+
+	for (g = 0; g < RL_NGROUPS; g++) {
+		m = r->limits[g].max;
+		ratelimit_limits_default(g, &def);
+		if (r->limits_have[g] && memcmp(m, def.max,
+		    sizeof(def.max)) != 0 && (!c->ksef_have[g] ||
+		    memcmp(m, c->ksef_lim[g].max, sizeof(def.max)) != 0))
+			log_info("sched: context %s: KSeF limits %s to %u/s "
+			    "%u/min %u/h (official %u/s %u/min %u/h)%s", c->nip,
+			    ratelimit_group_name(g), m[RL_WIN_SEC],
+			    m[RL_WIN_MIN], m[RL_WIN_HOUR], def.max[RL_WIN_SEC],
+			    def.max[RL_WIN_MIN], def.max[RL_WIN_HOUR],
+			    conf->limits[g].set ? "; the [limits] override "
+			    "wins" : "");
+		c->ksef_have[g] = r->limits_have[g];
+		c->ksef_lim[g] = r->limits[g];
+	}
+	ctx_limits_apply(c, conf);
+}
+
 /* A transient failure (5xx, timeout, garbage) or a success: the breaker learns. */
 static void
 ctx_outcome(struct sctx *c, const struct ksef_result *r)
@@ -673,6 +723,68 @@ ctx_outcome(struct sctx *c, const struct ksef_result *r)
 		breaker_success(&c->br, &c->s->bp);
 		break;
 	}
+}
+
+static void
+sched_rate_limits_cb(struct ksef_result *r, void *arg)
+{
+	struct sctx *c = arg;
+	struct sched *s = c->s;
+	int64_t now = time_now_ms();
+
+	s->in_flight--;
+	c->limits_busy = 0;
+	ctx_outcome(c, r);
+	switch (r->outcome) {
+	case KSEF_OK:
+		log_debug("sched: context %s: rate limits fetched", c->nip);
+		ctx_limits_take(c, r);
+		c->limits_at = now + SCHED_LIMITS_REFRESH_MS;
+		break;
+	case KSEF_RETRY_AFTER:
+		ctx_limit_pause(c, RL_GROUP_OTHER, r->retry_at_ms);
+		c->limits_at = r->retry_at_ms;
+		break;
+	case KSEF_AUTH_EXPIRED:
+		/* Again once authenticated; sends wait for that one too. */
+		c->limits_at = now;
+		sched_kick(s);
+		return;
+	default:
+		log_warnx("sched: context %s: rate limits not fetched (%s): %s; "
+		    "the limits in use stay", c->nip,
+		    ksef_outcome_name(r->outcome), r->reason ? r->reason : "?");
+		c->limits_at = now + SCHED_LIMITS_RETRY_MS;
+		break;
+	}
+	c->limits_known = 1;
+	sched_kick(s);
+}
+
+/*
+ * GET /rate-limits when due: as soon as the context holds a valid access
+ * token (never an authentication of its own), then hourly; through the
+ * limiter of group "other".  Nothing with [limits] enabled = no.
+ */
+static void
+ctx_limits_fetch(struct sctx *c, int64_t now, int64_t *next)
+{
+	struct sched *s = c->s;
+
+	if (!s->conf->limits_enabled || c->limits_busy)
+		return;
+	if (c->limits_at > now) {
+		if (c->limits_at < *next)
+			*next = c->limits_at;
+		return;
+	}
+	if (ksef_ctx_token_state(c->k, now) != KSEF_TOKEN_VALID ||
+	    !ctx_limit_ok(c, RL_GROUP_OTHER, now, next))
+		return;
+	ctx_limit_record(c, RL_GROUP_OTHER, now);
+	c->limits_busy = 1;
+	s->in_flight++;
+	ksef_rate_limits(c->k, sched_rate_limits_cb, c);
 }
 
 /* --- sessions ---------------------------------------------------------- */
@@ -1462,11 +1574,18 @@ sched_run(struct sched *s)
 	sched_resync_maybe(s);
 	if (s->resync)
 		return;
-	/* Sends interleave across contexts, one at a time each (fairness). */
+	for (c = s->ctxs; c != NULL; c = c->next)
+		if (!c->gone)
+			ctx_limits_fetch(c, now, &next);
+	/*
+	 * Sends interleave across contexts, one at a time each (fairness).
+	 * A context's first sends wait for KSeF's limits while they are
+	 * being fetched (one request), so they cannot burst past them.
+	 */
 	do {
 		progress = 0;
 		for (c = s->ctxs; c != NULL; c = c->next) {
-			if (c->gone)
+			if (c->gone || (c->limits_busy && !c->limits_known))
 				continue;
 			for (f = 0; f < SCHED_NFORMS; f++)
 				progress |= ctx_send_one(c, f, now, &next);
