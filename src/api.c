@@ -10,6 +10,7 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <event2/buffer.h>
@@ -21,6 +22,7 @@
 #include <openssl/sha.h>
 
 #include "api.h"
+#include "audit.h"
 #include "intake.h"
 #include "log.h"
 #include "record.h"
@@ -31,8 +33,13 @@
 
 #define API_LIST_DEFAULT	100
 #define API_LIST_MAX		1000
+#define API_AUDIT_DEFAULT	1000	/* events per page */
+#define API_AUDIT_MAX		10000
+#define API_AUDIT_WAIT_MAX	300	/* seconds a follow request may wait */
+#define API_AUDIT_TICK_MS	100	/* a waiting follow request looks this often */
 
 struct api_req;
+struct api_audit;
 
 struct api {
 	struct event_base	*base;
@@ -47,6 +54,7 @@ struct api {
 	size_t			 max_body;
 	struct api_req		*pending;	/* answers waiting for a commit */
 	struct api_ops		 ops;
+	struct api_audit	*audit_waits;	/* follow requests waiting */
 };
 
 /* A request whose answer waits for a group commit. */
@@ -464,6 +472,325 @@ out:
 	evhttp_clear_headers(&q);
 }
 
+/* --- hold/release, reload, audit (ops) ---------------------------------- */
+
+/* POST /v1/invoices/{id}/hold and /release: through ops.hold. */
+static void
+api_invoice_hold(struct api *api, struct evhttp_request *req, const char *id,
+    int on)
+{
+	unsigned char key[INV_KEY_LEN];
+	struct record_invoice inv;
+	int r;
+
+	if (api_id(req, id, key) == -1)
+		return;
+	if (api->ops.hold == NULL) {
+		api_reply_error(req, 503, "Service Unavailable", "unavailable",
+		    "the pipeline is not running");
+		return;
+	}
+	r = api->ops.hold(key, on, api->ops.arg);
+	if (r == 1) {
+		api_reply_error(req, 404, "Not Found", "not_found",
+		    "no invoice with this id");
+		return;
+	}
+	if (r == -1 || store_invoice_get(api->store, key, &inv) != 0) {
+		api_reply_error(req, 503, "Service Unavailable", "unavailable",
+		    "the store could not be read or written");
+		return;
+	}
+	if (r == 2) {
+		char msg[200];
+
+		snprintf(msg, sizeof(msg), "the invoice is %s: a finished "
+		    "invoice cannot be %s", record_state_name(inv.state),
+		    on ? "held" : "released");
+		record_invoice_free(&inv);
+		api_reply_error(req, 409, "Conflict", "finished", msg);
+		return;
+	}
+	api_reply_json(req, 200, "OK", render_invoice_json(&inv));
+	record_invoice_free(&inv);
+}
+
+/* POST /v1/reload: like SIGHUP, answered with the parse result. */
+static void
+api_reload(struct api *api, struct evhttp_request *req)
+{
+	json_t *res;
+
+	if (api->ops.reload == NULL) {
+		api_reply_error(req, 503, "Service Unavailable", "unavailable",
+		    "reload is not available");
+		return;
+	}
+	res = api->ops.reload(api->ops.arg);
+	if (json_is_true(json_object_get(res, "ok")))
+		api_reply_json(req, 200, "OK", res);
+	else
+		api_reply_json(req, 422, "Unprocessable Entity", res);
+}
+
+/* A GET /v1/audit: its filter, and while it waits for events, its timer. */
+struct api_audit {
+	struct api		*api;
+	struct evhttp_request	*req;
+	struct event		*ev;
+	uint64_t		 since;		/* first seq to look at */
+	int64_t			 since_ms;	/* events at or after; 0: any */
+	unsigned char		 key[INV_KEY_LEN];
+	int			 have_key;
+	size_t			 limit;
+	int64_t			 deadline;	/* monotonic ms; waiting until */
+	/* one scan */
+	struct buf		 out;
+	size_t			 n;
+	uint64_t		 next;		/* seq after the last one looked at */
+	int			 more;
+	struct api_audit	*next_w, *prev_w;	/* api->audit_waits */
+};
+
+static int
+api_audit_cb(const struct record_audit *ev, void *arg)
+{
+	struct api_audit *a = arg;
+
+	if (a->n == a->limit) {
+		a->more = 1;
+		return 1;
+	}
+	a->next = ev->seq + 1;
+	if (ev->time_ms < a->since_ms || (a->have_key &&
+	    memcmp(ev->key, a->key, INV_KEY_LEN) != 0))
+		return 0;
+	audit_event_format(ev, &a->out);
+	a->n++;
+	return 0;
+}
+
+/* Scan from a->since; -1 when the store could not be read. */
+static int
+api_audit_scan(struct api_audit *a)
+{
+	a->n = 0;
+	a->more = 0;
+	a->next = a->since;
+	buf_free(&a->out);
+	buf_init(&a->out);
+	if (store_audit_foreach(a->api->store, a->since, api_audit_cb, a) == -1)
+		return -1;
+	if (!a->more && a->next < store_audit_next_seq(a->api->store))
+		a->next = store_audit_next_seq(a->api->store);
+	return 0;
+}
+
+/* Send the events found (JSON lines) with the paging headers; frees a. */
+static void
+api_audit_reply(struct api_audit *a)
+{
+	struct evhttp_request *req = a->req;
+	struct evkeyvalq *h = evhttp_request_get_output_headers(req);
+	struct evbuffer *out = evbuffer_new();
+	char num[32];
+
+	if (out == NULL)
+		fatalx("api: out of memory");
+	snprintf(num, sizeof(num), "%llu", (unsigned long long)a->next);
+	evhttp_add_header(h, "Content-Type", "application/x-ndjson");
+	evhttp_add_header(h, "X-Audit-Next", num);
+	evhttp_add_header(h, "X-Audit-More", a->more ? "1" : "0");
+	evbuffer_add(out, a->out.data ? (const char *)a->out.data : "",
+	    a->out.len);
+	evhttp_send_reply(req, 200, "OK", out);
+	evbuffer_free(out);
+	buf_free(&a->out);
+	free(a);
+}
+
+static void
+api_audit_unlink(struct api_audit *a)
+{
+	if (a->prev_w)
+		a->prev_w->next_w = a->next_w;
+	else
+		a->api->audit_waits = a->next_w;
+	if (a->next_w)
+		a->next_w->prev_w = a->prev_w;
+	event_free(a->ev);
+}
+
+/* A waiting client went away. */
+static void
+api_audit_close_cb(struct evhttp_connection *evcon, void *arg)
+{
+	struct api_audit *a = arg;
+
+	api_audit_unlink(a);
+	buf_free(&a->out);
+	free(a);
+}
+
+/* Follow mode: look for new events; answer when there are some or time is up. */
+static void
+api_audit_tick(evutil_socket_t fd, short what, void *arg)
+{
+	struct api_audit *a = arg;
+	struct timeval tv = { 0, API_AUDIT_TICK_MS * 1000 };
+	int r = 0;
+
+	if (store_audit_next_seq(a->api->store) > a->since &&
+	    (r = api_audit_scan(a)) == 0 && a->n == 0)
+		a->since = a->next;	/* only others' events: skip them */
+	if (r == -1 || a->n > 0 || time_mono_ms() >= a->deadline) {
+		api_audit_unlink(a);
+		evhttp_connection_set_closecb(evhttp_request_get_connection(
+		    a->req), NULL, NULL);
+		if (r == -1) {
+			api_reply_error(a->req, 503, "Service Unavailable",
+			    "unavailable", "the store could not be read");
+			buf_free(&a->out);
+			free(a);
+		} else
+			api_audit_reply(a);
+		return;
+	}
+	evtimer_add(a->ev, &tv);
+}
+
+/* Parse "since": a sequence number, or a time (YYYY-MM-DD[THH:MM:SS[.mmm]Z]). */
+static int
+api_audit_since(const char *v, struct api_audit *a)
+{
+	struct tm tm;
+	const char *p;
+	char *end;
+	unsigned long long n;
+	int ms = 0;
+
+	if (*v >= '0' && *v <= '9' && strspn(v, "0123456789") == strlen(v)) {
+		errno = 0;
+		n = strtoull(v, &end, 10);
+		if (errno != 0)
+			return -1;
+		a->since = n;
+		return 0;
+	}
+	memset(&tm, 0, sizeof(tm));
+	if ((p = strptime(v, "%Y-%m-%d", &tm)) == NULL)
+		return -1;
+	if (*p == 'T') {
+		if ((p = strptime(p + 1, "%H:%M:%S", &tm)) == NULL)
+			return -1;
+		if (*p == '.') {
+			if (strspn(p + 1, "0123456789") != 3)
+				return -1;
+			ms = atoi(p + 1);
+			p += 4;
+		}
+		if (*p++ != 'Z')
+			return -1;
+	}
+	if (*p != '\0')
+		return -1;
+	a->since_ms = (int64_t)timegm(&tm) * 1000 + ms;
+	if (a->since_ms <= 0)
+		return -1;
+	return 0;
+}
+
+/*
+ * GET /v1/audit?since=SEQ|TIME&id=ID&limit=N&wait=SECS: events as JSON
+ * lines; X-Audit-Next is the "since" of the next page, X-Audit-More says
+ * whether the page was cut by the limit.  With wait and nothing to send the
+ * answer waits up to SECS for new events (follow mode).
+ */
+static void
+api_audit(struct api *api, struct evhttp_request *req)
+{
+	const char *query = evhttp_uri_get_query(evhttp_request_get_evhttp_uri(req));
+	struct api_audit *a;
+	struct evkeyvalq q;
+	struct timeval tv = { 0, API_AUDIT_TICK_MS * 1000 };
+	const char *v;
+	char *end;
+	long n, wait = 0;
+
+	if (evhttp_parse_query_str(query ? query : "", &q) == -1) {
+		api_reply_error(req, 400, "Bad Request", "bad_query",
+		    "the query string does not parse");
+		return;
+	}
+	a = xcalloc(1, sizeof(*a));
+	a->api = api;
+	a->req = req;
+	a->limit = API_AUDIT_DEFAULT;
+	buf_init(&a->out);
+	if ((v = evhttp_find_header(&q, "since")) != NULL && *v != '\0' &&
+	    api_audit_since(v, a) == -1) {
+		api_reply_error(req, 400, "Bad Request", "bad_since",
+		    "since must be a sequence number or a UTC time "
+		    "YYYY-MM-DD[THH:MM:SS[.mmm]Z]");
+		goto fail;
+	}
+	if ((v = evhttp_find_header(&q, "id")) != NULL && *v != '\0') {
+		if (hex_decode(v, a->key, INV_KEY_LEN) == -1) {
+			api_reply_error(req, 400, "Bad Request", "bad_id",
+			    "id must be an invoice id (64 hex digits)");
+			goto fail;
+		}
+		a->have_key = 1;
+	}
+	if ((v = evhttp_find_header(&q, "limit")) != NULL && *v != '\0') {
+		n = strtol(v, &end, 10);
+		if (*end != '\0' || n < 1 || n > API_AUDIT_MAX) {
+			api_reply_error(req, 400, "Bad Request", "bad_limit",
+			    "limit must be a number from 1 to 10000");
+			goto fail;
+		}
+		a->limit = (size_t)n;
+	}
+	if ((v = evhttp_find_header(&q, "wait")) != NULL && *v != '\0') {
+		wait = strtol(v, &end, 10);
+		if (*end != '\0' || wait < 0 || wait > API_AUDIT_WAIT_MAX) {
+			api_reply_error(req, 400, "Bad Request", "bad_wait",
+			    "wait must be a number of seconds from 0 to 300");
+			goto fail;
+		}
+	}
+	evhttp_clear_headers(&q);
+	if (api_audit_scan(a) == -1) {
+		api_reply_error(req, 503, "Service Unavailable", "unavailable",
+		    "the store could not be read");
+		buf_free(&a->out);
+		free(a);
+		return;
+	}
+	if (a->n > 0 || a->more || wait == 0) {
+		api_audit_reply(a);
+		return;
+	}
+	/* Follow: nothing yet; wait for new events. */
+	a->since = a->next;
+	a->deadline = time_mono_ms() + wait * 1000;
+	a->ev = evtimer_new(api->base, api_audit_tick, a);
+	a->next_w = api->audit_waits;
+	if (api->audit_waits)
+		api->audit_waits->prev_w = a;
+	api->audit_waits = a;
+	evhttp_connection_set_closecb(evhttp_request_get_connection(req),
+	    api_audit_close_cb, a);
+	evtimer_add(a->ev, &tv);
+	return;
+fail:
+	evhttp_clear_headers(&q);
+	buf_free(&a->out);
+	free(a);
+}
+
+/* --- end of hold/release, reload, audit --- */
+
 /* Does the request carry the right bearer token?  Constant time. */
 static int
 api_authorized(struct api *api, struct evhttp_request *req)
@@ -510,6 +837,18 @@ api_dispatch(struct api *api, struct evhttp_request *req)
 		api_reply_json(req, 200, "OK", api->ops.stats(api->ops.arg));
 		return;
 	}
+	if (strcmp(path, "/v1/reload") == 0) {
+		if (cmd != EVHTTP_REQ_POST)
+			goto method;
+		api_reload(api, req);
+		return;
+	}
+	if (strcmp(path, "/v1/audit") == 0) {
+		if (cmd != EVHTTP_REQ_GET)
+			goto method;
+		api_audit(api, req);
+		return;
+	}
 	if (strcmp(path, "/v1/invoices") == 0) {
 		if (cmd == EVHTTP_REQ_POST)
 			api_invoice_post(api, req);
@@ -546,6 +885,12 @@ api_dispatch(struct api *api, struct evhttp_request *req)
 			if (cmd != EVHTTP_REQ_POST)
 				goto method;
 			api_invoice_retry(api, req, idbuf);
+			return;
+		}
+		if (strcmp(slash, "/hold") == 0 || strcmp(slash, "/release") == 0) {
+			if (cmd != EVHTTP_REQ_POST)
+				goto method;
+			api_invoice_hold(api, req, idbuf, slash[1] == 'h');
 			return;
 		}
 	}
@@ -815,6 +1160,16 @@ api_free(struct api *api)
 			    evhttp_request_get_connection(ar->req), NULL, NULL);
 		ar->req = NULL;
 		ar->api = NULL;
+	}
+	/* Follow requests still waiting go with their connections. */
+	while (api->audit_waits != NULL) {
+		struct api_audit *a = api->audit_waits;
+
+		evhttp_connection_set_closecb(evhttp_request_get_connection(
+		    a->req), NULL, NULL);
+		api_audit_unlink(a);
+		buf_free(&a->out);
+		free(a);
 	}
 	if (api->unix_http)
 		evhttp_free(api->unix_http);

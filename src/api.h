@@ -6,7 +6,17 @@
  *   GET  /v1/invoices/{id}       one record
  *   GET  /v1/invoices/{id}/upo   the stored UPO (application/xml)
  *   POST /v1/invoices/{id}/retry re-queue a FAILED invoice
- *   GET  /v1/invoices?state=&nip=&limit=&after=   records in key order, paged
+ *   POST /v1/invoices/{id}/hold  keep an invoice from being sent
+ *   POST /v1/invoices/{id}/release  ... and let it go again
+ *   POST /v1/reload              reload the config (as SIGHUP): 200 / 422
+ *   GET  /v1/audit?since=SEQ|TIME&id=&limit=&wait=SECS  audit events as
+ *                                JSON lines, paged (X-Audit-Next,
+ *                                X-Audit-More); wait: long-poll (follow)
+ *   POST /v1/invoices/{id}/hold  keep an invoice from being sent
+ *   POST /v1/invoices/{id}/release  ... and let it go again
+ *   POST /v1/reload              reload the config (as SIGHUP): 200 / 422
+ *   GET  /v1/audit?since=SEQ|TIME&id=&limit=&wait=SECS  audit events as
+ *                                *   GET  /v1/invoices?state=&nip=&limit=&after=   records in key order, paged
  *   GET  /v1/stats               the pipeline's counters
  *   GET  /healthz                liveness
  *
@@ -44,6 +54,14 @@ struct api_ops {
 	/* GET /v1/stats: the pipeline's counters as a JSON object (new reference). */
 	void	*(*stats)(void *arg);
 	void	*arg;
+	/* (Below arg: positional initialisers of the fields above stay valid.) */
+	/* Hold (on) or release: 0; 1 no such invoice; 2 finished; -1 error. */
+	int	(*hold)(const unsigned char key[32], int on, void *arg);
+	/*
+	 * POST /v1/reload: {"ok":true,"changed":[...],"restart":[...]} or
+	 * {"ok":false,"errors":["FILE:LINE: ..."]} (new reference).
+	 */
+	void	*(*reload)(void *arg);
 };
 void	 api_set_ops(struct api *, const struct api_ops *);
 /* Take a new bearer token and body limit (after a reload); listeners stay. */

@@ -161,6 +161,14 @@ void	conf_reload_hooks_clear(void);
  * config and store the new one in `*cur`; return 0.
  */
 int	conf_reload(struct conf **cur, int verbose);
+/*
+ * The same, with the messages for the caller (POST /v1/reload): on -1 the
+ * errors ("FILE:LINE: ...") in errs; on 0 the changed settings and those
+ * kept until a restart.  The lists start empty; caller frees them with
+ * conf_msgs_free().
+ */
+int	conf_reload_report(struct conf **cur, int verbose, struct conf_msgs *errs,
+	    struct conf_msgs *changed, struct conf_msgs *restart);
 /* Apply the log settings of `conf` plus -v count `verbose`. */
 void	conf_log_apply(const struct conf *, int verbose);
 

@@ -71,51 +71,62 @@ conf_msgs_join(const struct conf_msgs *m)
 }
 
 int
-conf_reload(struct conf **cur, int verbose)
+conf_reload_report(struct conf **cur, int verbose, struct conf_msgs *errs,
+    struct conf_msgs *changed, struct conf_msgs *restart)
 {
 	struct conf *old = *cur, *new;
-	struct conf_msgs errs = { NULL, 0 }, changed = { NULL, 0 };
-	struct conf_msgs restart = { NULL, 0 };
 	char *summary;
 	size_t i;
 
-	if ((new = conf_load(old->file, &errs)) == NULL) {
+	if ((new = conf_load(old->file, errs)) == NULL) {
 		log_warnx("conf: config file %s has errors, not reloading",
 		    old->file);
-		for (i = 0; i < errs.n; i++)
-			log_warnx("conf: %s", errs.v[i]);
-		conf_msgs_free(&errs);
+		for (i = 0; i < errs->n; i++)
+			log_warnx("conf: %s", errs->v[i]);
 		return -1;
 	}
-	conf_diff(old, new, &changed, &restart);
-	for (i = 0; i < restart.n; i++)
+	conf_diff(old, new, changed, restart);
+	for (i = 0; i < restart->n; i++)
 		log_warnx("conf: %s needs restart, keeping the old value",
-		    restart.v[i]);
+		    restart->v[i]);
 	conf_restart_keep(new, old);
 	if (new->api_listen != NULL && new->api_token == NULL) {
 		log_warnx("conf: config file %s has errors, not reloading",
 		    old->file);
-		log_warnx("conf: %s: api.listen stays on until a restart, so "
-		    "api.token_file is still required", old->file);
+		summary = xasprintf("%s: api.listen stays on until a restart, "
+		    "so api.token_file is still required", old->file);
+		log_warnx("conf: %s", summary);
+		errs->v = xrealloc(errs->v, (errs->n + 1) * sizeof(*errs->v));
+		errs->v[errs->n++] = summary;
 		conf_restart_keep(new, old);	/* swap back before freeing */
 		conf_free(new);
-		conf_msgs_free(&changed);
-		conf_msgs_free(&restart);
 		return -1;
 	}
 	/* Say it at the chattier of the two levels, so that it is seen. */
-	summary = conf_msgs_join(&changed);
+	summary = conf_msgs_join(changed);
 	if (log_getlevel() < LOG_LVL_INFO)
 		conf_log_apply(new, verbose);
-	log_info("conf: reloaded configuration%s%s", changed.n ? ": " : "",
-	    changed.n ? summary : " (no changes)");
+	log_info("conf: reloaded configuration%s%s", changed->n ? ": " : "",
+	    changed->n ? summary : " (no changes)");
 	conf_log_apply(new, verbose);
 	free(summary);
 	*cur = new;
 	for (i = 0; i < conf_nhooks; i++)
 		conf_hooks[i].cb(old, new, conf_hooks[i].arg);
 	conf_free(old);
+	return 0;
+}
+
+int
+conf_reload(struct conf **cur, int verbose)
+{
+	struct conf_msgs errs = { NULL, 0 }, changed = { NULL, 0 };
+	struct conf_msgs restart = { NULL, 0 };
+	int rc;
+
+	rc = conf_reload_report(cur, verbose, &errs, &changed, &restart);
+	conf_msgs_free(&errs);
 	conf_msgs_free(&changed);
 	conf_msgs_free(&restart);
-	return 0;
+	return rc;
 }

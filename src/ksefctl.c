@@ -28,6 +28,8 @@
 #define CTL_SHOW_PROBLEMS	5	/* problems listed per refused file */
 #define CTL_ID_LEN		64	/* an invoice id: 64 hex digits */
 #define CTL_ID_SHORT		16	/* as printed in tables and logs */
+#define CTL_AUDIT_PAGE		1000	/* audit events per request */
+#define CTL_AUDIT_WAIT		"25"	/* seconds a follow request waits */
 
 /* Exit statuses, documented in the help text. */
 enum {
@@ -63,6 +65,9 @@ static int	ctl_cmd_show(struct ctl *, const struct ctl_cmd *, int, char **);
 static int	ctl_cmd_submit(struct ctl *, const struct ctl_cmd *, int, char **);
 static int	ctl_cmd_upo(struct ctl *, const struct ctl_cmd *, int, char **);
 static int	ctl_cmd_retry(struct ctl *, const struct ctl_cmd *, int, char **);
+static int	ctl_cmd_hold(struct ctl *, const struct ctl_cmd *, int, char **);
+static int	ctl_cmd_reload(struct ctl *, const struct ctl_cmd *, int, char **);
+static int	ctl_cmd_audit(struct ctl *, const struct ctl_cmd *, int, char **);
 
 /* Every command; a new one is one more entry here and its function. */
 static const struct ctl_cmd ctl_cmds[] = {
@@ -129,6 +134,39 @@ static const struct ctl_cmd ctl_cmds[] = {
 "invoice cannot be retried: KSeF refused its content, so submit a\n"
 "corrected invoice instead.  Exit status 1 when the invoice is not FAILED.",
 	  CTL_API, ctl_cmd_retry },
+	{ "hold", "ID",
+	  "keep an invoice from being sent",
+"Put the invoice with this id on hold: while held it is not sent to KSeF\n"
+"(an invoice already sent is still followed to its end).  The hold is\n"
+"stored and written to the audit trail.  Prints `ID: STATE held'.\n"
+"Exit status 1 when the invoice is unknown or already finished (DONE,\n"
+"REJECTED, FAILED).",
+	  CTL_API, ctl_cmd_hold },
+	{ "release", "ID",
+	  "let a held invoice be sent",
+"Release the invoice with this id from its hold: it goes back into the\n"
+"send queue.  Prints `ID: STATE released'.  Exit status 1 when the\n"
+"invoice is unknown or already finished.",
+	  CTL_API, ctl_cmd_hold },
+	{ "reload", "",
+	  "reload ksefd's configuration",
+"Make ksefd read its configuration file again, exactly as on SIGHUP, and\n"
+"print the result: the settings that changed (`changed: ...'), those that\n"
+"keep their old value until a restart (`needs restart: ...'), or, when\n"
+"the file has errors, each error as `FILE:LINE: message' on standard\n"
+"error; ksefd then keeps its old settings.  With -j the JSON answer is\n"
+"printed.  Exit status 1 when the file has errors.",
+	  CTL_API, ctl_cmd_reload },
+	{ "audit", "[--since SEQ|TIME] [--id ID] [--follow]",
+	  "print the audit trail as JSON lines",
+"Print audit events, one JSON object per line: seq, time, time_ms,\n"
+"invoice, from, to, detail.\n"
+"  --since SEQ|TIME  start at this sequence number, or at this UTC time\n"
+"                    (YYYY-MM-DD or YYYY-MM-DDTHH:MM:SS[.mmm]Z)\n"
+"  --id ID           only the events of this invoice (64 hex digits)\n"
+"  --follow          after the existing events keep waiting for new ones\n"
+"                    and print them as they happen, until interrupted\n",
+	  CTL_API, ctl_cmd_audit },
 	{ "help", "[COMMAND]",
 	  "describe all commands, or one",
 "Without COMMAND print the full help; with one, describe that command.",
@@ -894,9 +932,10 @@ ctl_cmd_upo(struct ctl *ctl, const struct ctl_cmd *cmd, int argc, char **argv)
 	return rc;
 }
 
-/* retry ID */
+/* POST /v1/invoices/ID/ACTION for retry, hold, release: print "ID: STATE[ done]". */
 static int
-ctl_cmd_retry(struct ctl *ctl, const struct ctl_cmd *cmd, int argc, char **argv)
+ctl_invoice_action(struct ctl *ctl, const struct ctl_cmd *cmd, int argc,
+    char **argv, const char *done)
 {
 	struct http_sync_resp resp;
 	json_t *j;
@@ -906,11 +945,12 @@ ctl_cmd_retry(struct ctl *ctl, const struct ctl_cmd *cmd, int argc, char **argv)
 	if (argc != 2)
 		return ctl_usage_cmd(cmd);
 	if (!ctl_id_valid(argv[1])) {
-		fprintf(stderr, "ksefctl: retry: `%s' is not an invoice id (64 hex "
-		    "digits)\n", log_escape(argv[1], strlen(argv[1]), 80));
+		fprintf(stderr, "ksefctl: %s: `%s' is not an invoice id (64 hex "
+		    "digits)\n", cmd->name, log_escape(argv[1], strlen(argv[1]),
+		    80));
 		return CTL_EXIT_USAGE;
 	}
-	path = xasprintf("/v1/invoices/%s/retry", argv[1]);
+	path = xasprintf("/v1/invoices/%s/%s", argv[1], cmd->name);
 	if (ctl_request(ctl, "POST", path, "application/json", "", 0,
 	    &resp) == -1) {
 		free(path);
@@ -926,9 +966,195 @@ ctl_cmd_retry(struct ctl *ctl, const struct ctl_cmd *cmd, int argc, char **argv)
 		if (resp.body.len == 0 || resp.body.data[resp.body.len - 1] != '\n')
 			putchar('\n');
 	} else
-		printf("%s: %s\n", argv[1], ctl_jstr(j, "state") ? ctl_jstr(j, "state") : "?");
+		printf("%s: %s%s\n", argv[1], ctl_jstr(j, "state") ?
+		    ctl_jstr(j, "state") : "?", done);
 	json_decref(j);
 	http_sync_resp_free(&resp);
+	return rc;
+}
+
+/* retry ID */
+static int
+ctl_cmd_retry(struct ctl *ctl, const struct ctl_cmd *cmd, int argc, char **argv)
+{
+	return ctl_invoice_action(ctl, cmd, argc, argv, "");
+}
+
+/* hold ID, release ID */
+static int
+ctl_cmd_hold(struct ctl *ctl, const struct ctl_cmd *cmd, int argc, char **argv)
+{
+	return ctl_invoice_action(ctl, cmd, argc, argv,
+	    strcmp(cmd->name, "hold") == 0 ? " held" : " released");
+}
+
+/* Print each string of array `key` of o as "PREFIX: string" on fp. */
+static void
+ctl_print_msgs(FILE *fp, const json_t *o, const char *key, const char *prefix)
+{
+	const json_t *a = json_object_get(o, key);
+	size_t i;
+
+	for (i = 0; i < json_array_size(a); i++) {
+		const char *m = json_string_value(json_array_get(a, i));
+
+		fprintf(fp, "%s: ", prefix);
+		ctl_put_safe(fp, m ? m : "?");
+		fputc('\n', fp);
+	}
+}
+
+/* reload */
+static int
+ctl_cmd_reload(struct ctl *ctl, const struct ctl_cmd *cmd, int argc, char **argv)
+{
+	struct http_sync_resp resp;
+	json_t *j;
+	int rc = CTL_EXIT_OK;
+
+	if (argc != 1)
+		return ctl_usage_cmd(cmd);
+	if (ctl_request(ctl, "POST", "/v1/reload", "application/json", "", 0,
+	    &resp) == -1)
+		return CTL_EXIT_UNREACHABLE;
+	j = ctl_resp_json(&resp);
+	if ((resp.status != 200 && resp.status != 422) || !json_is_object(j)) {
+		ctl_server_error(&resp, j);
+		rc = CTL_EXIT_FAIL;
+	} else {
+		if (resp.status != 200)
+			rc = CTL_EXIT_FAIL;
+		if (ctl->json) {
+			fwrite(resp.body.data, 1, resp.body.len, stdout);
+		} else if (rc == CTL_EXIT_OK) {
+			printf("reloaded: %zu change%s\n",
+			    json_array_size(json_object_get(j, "changed")),
+			    json_array_size(json_object_get(j, "changed")) == 1 ?
+			    "" : "s");
+			ctl_print_msgs(stdout, j, "changed", "changed");
+			ctl_print_msgs(stdout, j, "restart", "needs restart");
+		} else {
+			fputs("ksefctl: reload: the configuration has errors; "
+			    "ksefd keeps its old settings\n", stderr);
+			ctl_print_msgs(stderr, j, "errors", "ksefctl: reload");
+		}
+	}
+	json_decref(j);
+	http_sync_resp_free(&resp);
+	return rc;
+}
+
+/* The seq of the last JSON line in data, or -1. */
+static long long
+ctl_audit_last_seq(const char *data, size_t len)
+{
+	const char *p;
+	json_t *j;
+	long long seq;
+
+	if (len < 2)
+		return -1;
+	for (p = data + len - 2; p > data && p[-1] != '\n'; p--)
+		;
+	if ((j = json_loadb(p, (size_t)(data + len - p), 0, NULL)) == NULL)
+		return -1;
+	seq = json_is_integer(json_object_get(j, "seq")) ?
+	    (long long)json_integer_value(json_object_get(j, "seq")) : -1;
+	json_decref(j);
+	return seq;
+}
+
+/* audit [--since SEQ|TIME] [--id ID] [--follow] */
+static int
+ctl_cmd_audit(struct ctl *ctl, const struct ctl_cmd *cmd, int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "since", required_argument, NULL, 's' },
+		{ "id", required_argument, NULL, 'i' },
+		{ "follow", no_argument, NULL, 'f' },
+		{ NULL, 0, NULL, 0 },
+	};
+	struct http_sync_resp resp;
+	const char *id = NULL;
+	char *since = NULL, *path;
+	long long last;
+	int ch, follow = 0, rc = CTL_EXIT_OK;
+
+	optind = 1;
+	while ((ch = getopt_long(argc, argv, "+s:i:f", opts, NULL)) != -1) {
+		switch (ch) {
+		case 's':
+			if (*optarg == '\0' || strlen(optarg) > 40 ||
+			    strspn(optarg, "0123456789-:.TZ") != strlen(optarg)) {
+				fprintf(stderr, "ksefctl: audit: --since `%s' is "
+				    "neither a sequence number nor a UTC time "
+				    "YYYY-MM-DD[THH:MM:SS[.mmm]Z]\n",
+				    log_escape(optarg, strlen(optarg), 80));
+				return CTL_EXIT_USAGE;
+			}
+			free(since);
+			since = xstrdup(optarg);
+			break;
+		case 'i':
+			if (!ctl_id_valid(optarg)) {
+				fprintf(stderr, "ksefctl: audit: --id `%s' is not "
+				    "an invoice id (64 hex digits)\n",
+				    log_escape(optarg, strlen(optarg), 80));
+				free(since);
+				return CTL_EXIT_USAGE;
+			}
+			id = optarg;
+			break;
+		case 'f':
+			follow = 1;
+			break;
+		default:
+			free(since);
+			return ctl_usage_cmd(cmd);
+		}
+	}
+	if (optind != argc) {
+		free(since);
+		return ctl_usage_cmd(cmd);
+	}
+	for (;;) {
+		size_t lines = 0, i;
+
+		path = xasprintf("/v1/audit?limit=%d%s%s%s%s%s", CTL_AUDIT_PAGE,
+		    since ? "&since=" : "", since ? since : "",
+		    id ? "&id=" : "", id ? id : "",
+		    follow ? "&wait=" CTL_AUDIT_WAIT : "");
+		if (ctl_request(ctl, "GET", path, NULL, NULL, 0, &resp) == -1) {
+			free(path);
+			rc = CTL_EXIT_UNREACHABLE;
+			break;
+		}
+		free(path);
+		if (resp.status != 200) {
+			json_t *j = ctl_resp_json(&resp);
+
+			ctl_server_error(&resp, j);
+			json_decref(j);
+			http_sync_resp_free(&resp);
+			rc = CTL_EXIT_FAIL;
+			break;
+		}
+		for (i = 0; i < resp.body.len; i++)
+			lines += resp.body.data[i] == '\n';
+		if (resp.body.len > 0)
+			fwrite(resp.body.data, 1, resp.body.len, stdout);
+		fflush(stdout);
+		last = ctl_audit_last_seq((const char *)resp.body.data,
+		    resp.body.len);
+		http_sync_resp_free(&resp);
+		if (last >= 0) {
+			free(since);
+			since = xasprintf("%lld", last + 1);
+		}
+		if (!follow && lines < CTL_AUDIT_PAGE)
+			break;
+	}
+	free(since);
 	return rc;
 }
 

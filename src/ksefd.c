@@ -316,6 +316,53 @@ ksefd_retry_cb(const unsigned char key[32], void *arg)
 	return sched_invoice_retry(k->sched, key);
 }
 
+/* POST /v1/invoices/{id}/hold and /release. */
+static int
+ksefd_hold_cb(const unsigned char key[32], int on, void *arg)
+{
+	struct ksefd *k = arg;
+
+	return sched_invoice_hold(k->sched, key, on);
+}
+
+/* The messages of a reload as a JSON array. */
+static json_t *
+ksefd_msgs_json(const struct conf_msgs *m)
+{
+	json_t *a = json_array();
+	size_t i;
+
+	for (i = 0; i < m->n; i++)
+		json_array_append_new(a, json_string(m->v[i]));
+	return a;
+}
+
+/* POST /v1/reload: exactly what SIGHUP does, with the result for the client. */
+static void *
+ksefd_reload_api_cb(void *arg)
+{
+	struct ksefd *k = arg;
+	struct conf_msgs errs = { NULL, 0 }, changed = { NULL, 0 };
+	struct conf_msgs restart = { NULL, 0 };
+	json_t *o = json_object();
+
+	log_info("ksefd: reload requested through the API, reloading %s",
+	    k->conf->file);
+	if (conf_reload_report(&k->conf, k->verbose, &errs, &changed,
+	    &restart) == -1) {
+		json_object_set_new(o, "ok", json_false());
+		json_object_set_new(o, "errors", ksefd_msgs_json(&errs));
+	} else {
+		json_object_set_new(o, "ok", json_true());
+		json_object_set_new(o, "changed", ksefd_msgs_json(&changed));
+		json_object_set_new(o, "restart", ksefd_msgs_json(&restart));
+	}
+	conf_msgs_free(&errs);
+	conf_msgs_free(&changed);
+	conf_msgs_free(&restart);
+	return o;
+}
+
 /* GET /v1/stats: unfinished invoices per state and the pipeline's counters. */
 static void *
 ksefd_stats_cb(void *arg)
@@ -364,7 +411,7 @@ static void
 ksefd_sched_start(struct ksefd *k)
 {
 	struct http_options ho;
-	struct api_ops ops = { ksefd_retry_cb, ksefd_stats_cb, NULL };
+	struct api_ops ops = { .retry = ksefd_retry_cb, .stats = ksefd_stats_cb };
 
 	memset(&ho, 0, sizeof(ho));
 	ho.ca_file = k->conf->ca_file;
@@ -374,6 +421,8 @@ ksefd_sched_start(struct ksefd *k)
 	k->sched = sched_new(k->base, k->store, k->http, k->conf);
 	intake_set_notify(k->intake, ksefd_invoice_new_cb, k);
 	ops.arg = k;
+	ops.hold = ksefd_hold_cb;
+	ops.reload = ksefd_reload_api_cb;
 	api_set_ops(k->api, &ops);
 	sched_alert_set(k->sched, ksefd_alert_cb, k);
 }

@@ -1954,6 +1954,54 @@ sched_invoice_retry(struct sched *s, const unsigned char key[INV_KEY_LEN])
 	return 0;
 }
 
+int
+sched_invoice_hold(struct sched *s, const unsigned char key[INV_KEY_LEN], int on)
+{
+	struct record_invoice inv;
+	struct job *j;
+	int64_t now = time_now_ms();
+	char keyshort[17];
+	int r;
+
+	if ((r = store_invoice_get(s->store, key, &inv)) != 0)
+		return r == 1 ? 1 : -1;
+	if (inv.state == INV_ST_DONE || inv.state == INV_ST_REJECTED ||
+	    inv.state == INV_ST_FAILED) {
+		record_invoice_free(&inv);
+		return 2;
+	}
+	on = on != 0;
+	if (inv.hold == on) {
+		record_invoice_free(&inv);
+		return 0;
+	}
+	inv.hold = on;
+	/* Same state: the store writes the record and an audit event. */
+	if (store_invoice_transition(s->store, &inv, inv.state,
+	    on ? "hold requested" : "release requested") != 0) {
+		record_invoice_free(&inv);
+		return -1;
+	}
+	store_on_commit(s->store, sched_commit_cb, s);
+	record_key_short(key, keyshort);
+	log_info("sched: %s %s while %s", keyshort, on ? "held" : "released",
+	    record_state_name(inv.state));
+	if ((j = map_get(s->jobs, key, INV_KEY_LEN)) != NULL) {
+		j->hold = on;
+		/*
+		 * A held job is dropped from the send queue when it comes up
+		 * (ctx_send_one); a QUEUED one that is on no queue or list
+		 * goes back now.
+		 */
+		if (!on && j->state == INV_ST_QUEUED && !j->busy &&
+		    j->heap_idx < 0 && j->list == JL_NONE && j->st == NULL)
+			job_queue(j, inv.next_due_ms > now ? inv.next_due_ms : now);
+	}
+	record_invoice_free(&inv);
+	sched_kick(s);
+	return 0;
+}
+
 void
 sched_alert_set(struct sched *s, sched_alert_cb cb, void *arg)
 {

@@ -58,6 +58,15 @@ void		 sched_invoice_new(struct sched *, const struct record_invoice *);
 /* Re-queue a FAILED invoice (ksefctl retry); -1 when it cannot be. */
 int		 sched_invoice_retry(struct sched *, const unsigned char key[INV_KEY_LEN]);
 /*
+ * Put an invoice on hold (on != 0: it is not sent; one already sent is
+ * still followed) or release it (back into the send queue), with an audit
+ * event and no state change.  0 (also when it already was so); 1 when there
+ * is no such invoice; 2 when it is finished (DONE, REJECTED, FAILED); -1 on
+ * a store error.
+ */
+int		 sched_invoice_hold(struct sched *, const unsigned char key[INV_KEY_LEN],
+		    int on);
+/*
  * Called when an invoice ends REJECTED or FAILED (after the transition is
  * in the group being committed): the alert sinks hang here.
  */
