@@ -19,6 +19,7 @@
 #include <event2/event.h>
 #include <jansson.h>
 
+#include "alert.h"
 #include "api.h"
 #include "conf.h"
 #include "failpoint.h"
@@ -44,6 +45,7 @@ struct ksefd {
 	struct spool	*spool;	/* NULL without spool.directory */
 	struct http	*http;
 	struct sched	*sched;
+	struct alert	*alert;
 	char		*pid_file;	/* the one we hold; NULL in the foreground */
 	int		 pid_fd;
 	int		 verbose;
@@ -390,20 +392,46 @@ ksefd_stats_cb(void *arg)
 	return o;
 }
 
-/* An invoice ended REJECTED or FAILED: an alert (syslog LOG_ALERT for now). */
+/*
+ * An invoice ended REJECTED or FAILED: an alert.  The cause is the state
+ * and code, not the reason text, so a retried invoice that fails the same
+ * way again is not alerted again.
+ */
 static void
 ksefd_alert_cb(const unsigned char key[INV_KEY_LEN], const char *nip,
     enum inv_state to, int32_t code, const char *reason, void *arg)
 {
 	struct ksefd *k = arg;
-	char shortkey[17];
+	char shortkey[17], hex[INV_KEY_LEN * 2 + 1], cause[64], *msg;
 
-	if (!k->conf->alert_syslog)
-		return;
 	record_key_short(key, shortkey);
-	log_alert("alert: invoice %s of %s %s (code %d): %s", shortkey, nip,
+	hex_encode(key, INV_KEY_LEN, hex);
+	snprintf(cause, sizeof(cause), "%s code %d", record_state_name(to),
+	    (int)code);
+	msg = xasprintf("invoice %s of %s %s (code %d): %s", shortkey, nip,
 	    record_state_name(to), (int)code,
 	    reason ? log_escape(reason, strlen(reason), 300) : "");
+	alert_raise(k->alert, to == INV_ST_REJECTED ? ALERT_REJECTED :
+	    ALERT_FAILED, hex, cause, msg);
+	free(msg);
+}
+
+/* Authentication of a context failed (outcome set) or works again (NULL). */
+static void
+ksefd_auth_alert_cb(const char *nip, const char *outcome, const char *reason,
+    void *arg)
+{
+	struct ksefd *k = arg;
+	char *msg;
+
+	if (outcome == NULL) {
+		alert_clear(k->alert, ALERT_AUTH, nip);
+		return;
+	}
+	msg = xasprintf("context %s: authentication failed (%s): %s", nip,
+	    outcome, reason ? log_escape(reason, strlen(reason), 300) : "?");
+	alert_raise(k->alert, ALERT_AUTH, nip, outcome, msg);
+	free(msg);
 }
 
 /* Start the pipeline: the KSeF transport and the scheduler. */
@@ -424,7 +452,9 @@ ksefd_sched_start(struct ksefd *k)
 	ops.hold = ksefd_hold_cb;
 	ops.reload = ksefd_reload_api_cb;
 	api_set_ops(k->api, &ops);
+	k->alert = alert_new(k->base, k->http, k->store, k->conf);
 	sched_alert_set(k->sched, ksefd_alert_cb, k);
+	sched_auth_alert_set(k->sched, ksefd_auth_alert_cb, k);
 }
 
 /* Reload hook: new validation rules, API token and limits, spool settings. */
@@ -446,6 +476,7 @@ ksefd_reload_cb(const struct conf *old, const struct conf *new, void *arg)
 	api_update(k->api, new->api_token, (size_t)new->api_max_body);
 	http_ca_file_set(k->http, new->ca_file);
 	sched_update(k->sched, new);
+	alert_update(k->alert, new);
 	if ((old->spool_directory == NULL) != (new->spool_directory == NULL) ||
 	    (old->spool_directory != NULL &&
 	    strcmp(old->spool_directory, new->spool_directory) != 0)) {
@@ -472,6 +503,8 @@ ksefd_shutdown(struct ksefd *k)
 	sched_stop(k->sched);
 	sched_free(k->sched);
 	k->sched = NULL;
+	alert_free(k->alert);
+	k->alert = NULL;
 	http_free(k->http);
 	k->http = NULL;
 	if (store_flush(k->store) != STORE_COMMITTED)

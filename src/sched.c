@@ -139,6 +139,8 @@ struct sched {
 	int		 resync;	/* a commit failed: reload from the store */
 	sched_alert_cb	 alert;		/* REJECTED and FAILED invoices */
 	void		*alert_arg;
+	sched_auth_alert_cb auth_alert;	/* authentication failures */
+	void		*auth_alert_arg;
 	struct sched_stats st;
 };
 
@@ -633,8 +635,12 @@ sched_auth_cb(struct ksef_result *r, void *arg)
 	s->in_flight--;
 	switch (r->outcome) {
 	case KSEF_OK:
-		if (c->auth_failures > 0)
+		if (c->auth_failures > 0) {
 			log_info("sched: context %s: authenticated", c->nip);
+			if (s->auth_alert != NULL)
+				s->auth_alert(c->nip, NULL, NULL,
+				    s->auth_alert_arg);
+		}
 		c->auth_failures = 0;
 		break;
 	case KSEF_RETRY_AFTER:
@@ -650,6 +656,9 @@ sched_auth_cb(struct ksef_result *r, void *arg)
 		    (long long)(c->auth_retry_at - now) / 1000);
 		if (r->outcome == KSEF_TRANSIENT)
 			breaker_failure(&c->br, &s->bp, now);
+		if (s->auth_alert != NULL)
+			s->auth_alert(c->nip, ksef_outcome_name(r->outcome),
+			    r->reason, s->auth_alert_arg);
 		break;
 	}
 	sched_kick(s);
@@ -2007,6 +2016,13 @@ sched_alert_set(struct sched *s, sched_alert_cb cb, void *arg)
 {
 	s->alert = cb;
 	s->alert_arg = arg;
+}
+
+void
+sched_auth_alert_set(struct sched *s, sched_auth_alert_cb cb, void *arg)
+{
+	s->auth_alert = cb;
+	s->auth_alert_arg = arg;
 }
 
 void

@@ -74,6 +74,14 @@ typedef void (*sched_alert_cb)(const unsigned char key[INV_KEY_LEN],
 	    const char *nip, enum inv_state to, int32_t code, const char *reason,
 	    void *arg);
 void		 sched_alert_set(struct sched *, sched_alert_cb, void *);
+/*
+ * Called when authenticating a context fails (a 429 is not a failure),
+ * with KSeF's outcome name and reason; and once with outcome NULL when it
+ * succeeds again after failures.
+ */
+typedef void (*sched_auth_alert_cb)(const char *nip, const char *outcome,
+	    const char *reason, void *arg);
+void		 sched_auth_alert_set(struct sched *, sched_auth_alert_cb, void *);
 /* Start no new requests; those in flight finish. */
 void		 sched_stop(struct sched *);
 /* Requests in flight. */
