@@ -25,6 +25,7 @@
 #include "failpoint.h"
 #include "http.h"
 #include "intake.h"
+#include "latarnia.h"
 #include "log.h"
 #include "sched.h"
 #include "spool.h"
@@ -45,6 +46,7 @@ struct ksefd {
 	struct spool	*spool;	/* NULL without spool.directory */
 	struct http	*http;
 	struct sched	*sched;
+	struct latarnia	*latarnia;	/* KSeF availability, polled */
 	struct alert	*alert;
 	char		*pid_file;	/* the one we hold; NULL in the foreground */
 	int		 pid_fd;
@@ -318,6 +320,41 @@ ksefd_retry_cb(const unsigned char key[32], void *arg)
 	return sched_invoice_retry(k->sched, key);
 }
 
+/* Latarnia polls: every 6 status intervals; while KSeF is out, every one. */
+#define KSEFD_LATARNIA_FACTOR	6
+
+/* KSeF's availability changed: pause or resume sending. */
+static void
+ksefd_latarnia_cb(enum latarnia_status now, enum latarnia_status before,
+    void *arg)
+{
+	struct ksefd *k = arg;
+
+	if (k->sched != NULL)
+		sched_outage_set(k->sched, latarnia_is_outage(now));
+}
+
+static void
+ksefd_latarnia_configure(struct ksefd *k, const struct conf *conf)
+{
+	latarnia_configure(k->latarnia, conf->latarnia_url,
+	    conf->poll_status_interval * KSEFD_LATARNIA_FACTOR,
+	    conf->poll_status_interval);
+}
+
+/* The "outage" member of GET /v1/stats. */
+static json_t *
+ksefd_outage_json(struct ksefd *k)
+{
+	struct latarnia_info li;
+
+	latarnia_info_get(k->latarnia, &li);
+	return json_pack("{s:s, s:b, s:I, s:I, s:I}", "latarnia",
+	    latarnia_status_name(li.status), "paused",
+	    latarnia_is_outage(li.status), "since_ms", (json_int_t)li.since_ms,
+	    "polls", (json_int_t)li.polls, "errors", (json_int_t)li.errors);
+}
+
 /* POST /v1/invoices/{id}/hold and /release. */
 static int
 ksefd_hold_cb(const unsigned char key[32], int on, void *arg)
@@ -389,6 +426,7 @@ ksefd_stats_cb(void *arg)
 	json_object_set_new(o, "in_doubt", json_integer((json_int_t)st.in_doubt));
 	json_object_set_new(o, "resent", json_integer((json_int_t)st.resent));
 	json_object_set_new(o, "duplicates", json_integer((json_int_t)st.duplicates));
+	json_object_set_new(o, "outage", ksefd_outage_json(k));
 	return o;
 }
 
@@ -447,6 +485,8 @@ ksefd_sched_start(struct ksefd *k)
 	ho.timeout_ms = k->conf->request_timeout;
 	k->http = http_new(k->base, &ho);
 	k->sched = sched_new(k->base, k->store, k->http, k->conf);
+	k->latarnia = latarnia_new(k->base, k->http, ksefd_latarnia_cb, k);
+	ksefd_latarnia_configure(k, k->conf);
 	intake_set_notify(k->intake, ksefd_invoice_new_cb, k);
 	ops.arg = k;
 	ops.hold = ksefd_hold_cb;
@@ -476,6 +516,7 @@ ksefd_reload_cb(const struct conf *old, const struct conf *new, void *arg)
 	api_update(k->api, new->api_token, (size_t)new->api_max_body);
 	http_ca_file_set(k->http, new->ca_file);
 	sched_update(k->sched, new);
+	ksefd_latarnia_configure(k, new);
 	alert_update(k->alert, new);
 	if ((old->spool_directory == NULL) != (new->spool_directory == NULL) ||
 	    (old->spool_directory != NULL &&
@@ -501,6 +542,8 @@ ksefd_shutdown(struct ksefd *k)
 	k->spool = NULL;
 	/* Requests in flight are abandoned: their records say where they were. */
 	sched_stop(k->sched);
+	latarnia_free(k->latarnia);
+	k->latarnia = NULL;
 	sched_free(k->sched);
 	k->sched = NULL;
 	alert_free(k->alert);

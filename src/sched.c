@@ -137,6 +137,7 @@ struct sched {
 	unsigned	 in_flight;
 	int		 stopping;
 	int		 resync;	/* a commit failed: reload from the store */
+	int		 outage;	/* KSeF says it is out (Latarnia): no sends */
 	sched_alert_cb	 alert;		/* REJECTED and FAILED invoices */
 	void		*alert_arg;
 	sched_auth_alert_cb auth_alert;	/* authentication failures */
@@ -1185,6 +1186,8 @@ ctx_send_one(struct sctx *c, int form, int64_t now, int64_t *next)
 		    "retry.max_age", NULL);
 		return 1;
 	}
+	if (s->outage)
+		return 0;	/* sched_outage_set() kicks when it ends */
 	cap = (unsigned)(SCHED_SEND_SLOTS * breaker_factor(&c->br) / 1000);
 	if (cap < 1)
 		cap = 1;
@@ -2009,6 +2012,27 @@ sched_invoice_hold(struct sched *s, const unsigned char key[INV_KEY_LEN], int on
 	record_invoice_free(&inv);
 	sched_kick(s);
 	return 0;
+}
+
+void
+sched_outage_set(struct sched *s, int on)
+{
+	struct sctx *c;
+	int64_t now = time_now_ms();
+
+	on = on != 0;
+	if (on == s->outage)
+		return;
+	s->outage = on;
+	if (on) {
+		log_warnx("sched: KSeF is unavailable: sending paused");
+		for (c = s->ctxs; c != NULL; c = c->next)
+			breaker_outage(&c->br, &s->bp, now, 0);
+	} else {
+		log_info("sched: KSeF is available again: sending resumes "
+		    "through the circuit breaker");
+		sched_kick(s);
+	}
 }
 
 void

@@ -67,6 +67,13 @@ int		 sched_invoice_retry(struct sched *, const unsigned char key[INV_KEY_LEN]);
 int		 sched_invoice_hold(struct sched *, const unsigned char key[INV_KEY_LEN],
 		    int on);
 /*
+ * KSeF's availability service says it is out (on) or back (0).  While out
+ * no send starts (requests in flight finish) and every context's circuit
+ * breaker is opened, so that after the end sending resumes through its
+ * probe and ramp rather than all at once.
+ */
+void		 sched_outage_set(struct sched *, int on);
+/*
  * Called when an invoice ends REJECTED or FAILED (after the transition is
  * in the group being committed): the alert sinks hang here.
  */
