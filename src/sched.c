@@ -1155,7 +1155,7 @@ job_send(struct sched *s, struct job *j, int64_t now)
 	c->sending++;
 	s->in_flight++;
 	j->busy = 1;
-	ctx_limit_record(c, RL_GROUP_INVOICE_SEND, now);
+	ctx_limit_record(c, RL_GROUP_INVOICE_SEND, time_now_ms());	/* not the pass's start */
 	store_on_commit(s->store, send_commit_cb, j);
 }
 
