@@ -139,6 +139,95 @@ test_persist(struct event_base *base)
 	fixture_rmdir(dir);
 }
 
+/* Run the loop for `ms`. */
+static void
+loop_for(struct event_base *base, int64_t ms)
+{
+	int64_t end = time_mono_ms() + ms;
+
+	while (time_mono_ms() < end)
+		event_base_loop(base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
+}
+
+/* Alerts counted through a command that appends a line per alert. */
+static int
+lines_in(const char *path)
+{
+	unsigned char *data;
+	size_t len, i;
+	int n = 0;
+
+	if ((data = file_read(path, 1 << 20, &len)) == NULL)
+		return 0;
+	for (i = 0; i < len; i++)
+		n += data[i] == '\n';
+	free(data);
+	return n;
+}
+
+static void loop_until_reaped(struct event_base *, struct alert *, int64_t);
+
+/* An outage alerts once after alert.outage_after; a short one never. */
+static void
+test_outage_db(struct event_base *base, const char *dir)
+{
+	struct conf c;
+	struct alert *a;
+	struct store *st;
+	char *path, *cmd, *dbdir = fixture_dir();
+
+	path = xasprintf("%s/outage.jsonl", dir);
+	cmd = xasprintf("cat >> %s", path);
+	conf_init(&c);
+	c.alert_command = cmd;
+	c.alert_outage_after = 200;
+	a = alert_new(base, NULL, NULL, &c);
+	alert_outage_set(a, "ksef", 1);
+	alert_outage_set(a, "ksef", 0);
+	loop_for(base, 300);
+	loop_until_reaped(base, a, 5000);
+	is_int(lines_in(path), 0, "an outage shorter than outage_after: no alert");
+	alert_outage_set(a, "ksef", 1);
+	loop_for(base, 100);
+	alert_outage_set(a, "ksef", 1);	/* still down: not a new outage */
+	loop_for(base, 400);
+	loop_until_reaped(base, a, 5000);
+	is_int(lines_in(path), 1, "a long outage: one alert");
+	loop_for(base, 300);
+	is_int(lines_in(path), 1, "still one while it lasts");
+	alert_outage_set(a, "ksef", 0);
+	alert_outage_set(a, "ksef", 1);
+	loop_for(base, 400);
+	loop_until_reaped(base, a, 5000);
+	is_int(lines_in(path), 2, "the next outage: another alert");
+	alert_free(a);	/* with an outage still timed */
+
+	/* A database fuller than db_full_percent: one alert per map size. */
+	unlink(path);
+	c.alert_db_full_percent = 1;
+	st = fixture_open(base, dbdir, 1 << 20);
+	a = alert_new(base, NULL, st, &c);
+	alert_db_check(a);
+	alert_db_check(a);
+	loop_until_reaped(base, a, 5000);
+	is_int(lines_in(path), 1, "database full: one alert for two checks");
+	c.alert_db_full_percent = 100;
+	alert_update(a, &c);
+	alert_db_check(a);
+	c.alert_db_full_percent = 1;
+	alert_update(a, &c);
+	alert_db_check(a);
+	loop_until_reaped(base, a, 5000);
+	is_int(lines_in(path), 2, "full again after it was not: another alert");
+	alert_free(a);
+	store_flush(st);
+	store_close(st);
+	fixture_rmdir(dbdir);
+	unlink(path);
+	free(path);
+	free(cmd);
+}
+
 /* Run the loop until no command runs, at most `ms`. */
 static void
 loop_until_reaped(struct event_base *base, struct alert *a, int64_t ms)
@@ -228,6 +317,7 @@ main(void)
 	test_dedup(base);
 	test_persist(base);
 	test_command(base, dir);
+	test_outage_db(base, dir);
 	event_base_free(base);
 	rmdir(dir);
 	return tap_done();
