@@ -372,6 +372,8 @@ alert_cmd_spawn(struct alert *a, const char *json, size_t len, uint64_t id)
 		if (dup2(fds[0], STDIN_FILENO) == -1 ||
 		    dup2(devnull, STDOUT_FILENO) == -1)
 			_exit(127);
+		/* Not the database, sockets or listeners of the daemon. */
+		close_range(3, ~0U, 0);
 		execl("/bin/sh", "sh", "-c", a->command, (char *)NULL);
 		_exit(127);
 	}
