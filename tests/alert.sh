@@ -18,12 +18,20 @@ command -v python3 >/dev/null || skip_all "python3 is needed"
 FAILED_ERE="sched: [0-9a-f]+ [A-Z]+ -> FAILED"
 HOOK_PID=
 
-# A webhook receiver: each POST body is appended as one line; answers 200.
+# A webhook receiver: each POST body is appended as one line; answers 200,
+# except the very first POST, which gets a 500 (ksefd must retry it).
 cat >"$T_TMP/hook.py" <<'PY'
 import http.server, sys
 class H(http.server.BaseHTTPRequestHandler):
+    n = 0
     def do_POST(self):
         body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        H.n += 1
+        if H.n == 1:
+            self.send_response(500)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         with open(sys.argv[1], "ab") as f:
             f.write(body.rstrip(b"\n") + b"\n")
         self.send_response(200)
@@ -112,6 +120,8 @@ is "$(grep -c "alert: context $FL_NIP: authentication failed" "$KSEFD_LOG")" 1 \
     "syslog: one authentication alert"
 like "$KSEFD_LOG" "alert: command pid [0-9]+ for alert [0-9]+ exited 0" \
     "the command's exit status is logged"
+like "$KSEFD_LOG" "alert: webhook answered 500 to alert 1 \\(attempt 1\\)$" \
+    "the webhook's 500 is logged (and retried: it has every alert)"
 
 # What fired is kept in the database: a restart, with authentication
 # still failing, does not alert it again.
