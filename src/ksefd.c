@@ -323,7 +323,7 @@ ksefd_retry_cb(const unsigned char key[32], void *arg)
 /* Latarnia polls: every 6 status intervals; while KSeF is out, every one. */
 #define KSEFD_LATARNIA_FACTOR	6
 
-/* KSeF's availability changed: pause or resume sending. */
+/* KSeF's availability changed: pause or resume sending; alert a long outage. */
 static void
 ksefd_latarnia_cb(enum latarnia_status now, enum latarnia_status before,
     void *arg)
@@ -332,6 +332,8 @@ ksefd_latarnia_cb(enum latarnia_status now, enum latarnia_status before,
 
 	if (k->sched != NULL)
 		sched_outage_set(k->sched, latarnia_is_outage(now));
+	if (k->alert != NULL)
+		alert_outage_set(k->alert, "ksef", latarnia_is_outage(now));
 }
 
 static void

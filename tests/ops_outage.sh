@@ -28,9 +28,14 @@ polls_at_least() {
 	[ "$(stat 's["outage"]["polls"]')" -ge "$1" ]
 }
 
-# 35 sends in a few seconds: no rate limits on either side.
-EXTRA='[limits]
-enabled = no'
+# 35 sends in a few seconds: no rate limits on either side.  Alerts go to
+# a file, an outage after 1 s.
+EXTRA="[limits]
+enabled = no
+[alert]
+syslog = no
+command = cat >> $T_TMP/alerts.jsonl
+outage_after = 1s"
 ok "simulator started" fl_sim_start --limits off
 fl_conf "$CONF" "$EXTRA"
 ok "ksefd started" ksefd_start -f "$CONF"
@@ -52,6 +57,7 @@ ok "five more Latarnia polls go by" wait_until 20 polls_at_least $((polls + 5))
 is "$(sends)" "$before" "the simulator saw no invoice send during the outage"
 is "$(fl_count QUEUED)" 20 "the 20 stay QUEUED"
 
+ok "an outage alert" wait_until 10 grep -q '"outage"' "$T_TMP/alerts.jsonl"
 ok "the outage ends" fl_sim_faults '{"outage":false,"latarnia":null}'
 ok "ksefd sees the end" wait_until 10 latarnia_is AVAILABLE
 is "$(stat 's["outage"]["paused"]')" False "stats: not paused"
