@@ -806,6 +806,42 @@ api_authorized(struct api *api, struct evhttp_request *req)
 	return CRYPTO_memcmp(got, api->token_hash, sizeof(got)) == 0;
 }
 
+/* GET /metrics (text/plain; version=0.0.4) and GET /v1/status (JSON). */
+static void
+api_observe(struct api *api, struct evhttp_request *req,
+    enum evhttp_cmd_type cmd, const char *path)
+{
+	struct evbuffer *out;
+	struct buf b;
+	int metrics = strcmp(path, "/metrics") == 0;
+
+	if (cmd != EVHTTP_REQ_GET) {
+		api_reply_error(req, 405, "Method Not Allowed", "method",
+		    "only GET is allowed here");
+		return;
+	}
+	if ((metrics && api->ops.metrics == NULL) ||
+	    (!metrics && api->ops.status == NULL)) {
+		api_reply_error(req, 503, "Service Unavailable", "unavailable",
+		    "the pipeline is not running");
+		return;
+	}
+	if (!metrics) {
+		api_reply_json(req, 200, "OK", api->ops.status(api->ops.arg));
+		return;
+	}
+	if ((out = evbuffer_new()) == NULL)
+		fatalx("api: out of memory");
+	buf_init(&b);
+	api->ops.metrics(&b, api->ops.arg);
+	evbuffer_add(out, b.data, b.len);
+	buf_free(&b);
+	evhttp_add_header(evhttp_request_get_output_headers(req),
+	    "Content-Type", "text/plain; version=0.0.4; charset=utf-8");
+	evhttp_send_reply(req, 200, "OK", out);
+	evbuffer_free(out);
+}
+
 /* Route one request. */
 static void
 api_dispatch(struct api *api, struct evhttp_request *req)
@@ -847,6 +883,10 @@ api_dispatch(struct api *api, struct evhttp_request *req)
 		if (cmd != EVHTTP_REQ_GET)
 			goto method;
 		api_audit(api, req);
+		return;
+	}
+	if (strcmp(path, "/metrics") == 0 || strcmp(path, "/v1/status") == 0) {
+		api_observe(api, req, cmd, path);
 		return;
 	}
 	if (strcmp(path, "/v1/invoices") == 0) {

@@ -18,6 +18,8 @@
  *   GET  /v1/audit?since=SEQ|TIME&id=&limit=&wait=SECS  audit events as
  *                                *   GET  /v1/invoices?state=&nip=&limit=&after=   records in key order, paged
  *   GET  /v1/stats               the pipeline's counters
+ *   GET  /v1/status              per context: states, ages, limits, breaker
+ *   GET  /metrics                Prometheus text exposition format
  *   GET  /healthz                liveness
  *
  * Answers are JSON.  An answer that depends on a write is sent only after
@@ -28,6 +30,7 @@
 
 #include <stddef.h>
 
+struct buf;
 struct event_base;
 struct api;
 struct store;
@@ -54,6 +57,10 @@ struct api_ops {
 	/* GET /v1/stats: the pipeline's counters as a JSON object (new reference). */
 	void	*(*stats)(void *arg);
 	void	*arg;
+	/* GET /metrics: append the exposition text to out. */
+	void	(*metrics)(struct buf *out, void *arg);
+	/* GET /v1/status: a JSON object (new reference). */
+	void	*(*status)(void *arg);
 	/* (Below arg: positional initialisers of the fields above stay valid.) */
 	/* Hold (on) or release: 0; 1 no such invoice; 2 finished; -1 error. */
 	int	(*hold)(const unsigned char key[32], int on, void *arg);

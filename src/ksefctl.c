@@ -65,6 +65,7 @@ static int	ctl_cmd_show(struct ctl *, const struct ctl_cmd *, int, char **);
 static int	ctl_cmd_submit(struct ctl *, const struct ctl_cmd *, int, char **);
 static int	ctl_cmd_upo(struct ctl *, const struct ctl_cmd *, int, char **);
 static int	ctl_cmd_retry(struct ctl *, const struct ctl_cmd *, int, char **);
+static int	ctl_cmd_status(struct ctl *, const struct ctl_cmd *, int, char **);
 static int	ctl_cmd_hold(struct ctl *, const struct ctl_cmd *, int, char **);
 static int	ctl_cmd_reload(struct ctl *, const struct ctl_cmd *, int, char **);
 static int	ctl_cmd_audit(struct ctl *, const struct ctl_cmd *, int, char **);
@@ -167,6 +168,17 @@ static const struct ctl_cmd ctl_cmds[] = {
 "  --follow          after the existing events keep waiting for new ones\n"
 "                    and print them as they happen, until interrupted\n",
 	  CTL_API, ctl_cmd_audit },
+	{ "status", "",
+	  "show the pipeline's state per context",
+"For each KSeF context (seller NIP): the circuit breaker (closed, open,\n"
+"half-open), open sessions, sends in flight and the seconds until the\n"
+"access token expires; the invoices per state with the age of the oldest\n"
+"unfinished one in each state (h:mm:ss); and for each endpoint group the\n"
+"requests that may still start in the current second, minute and hour\n"
+"window of the limiter (`-' when not limited), with the time left of a\n"
+"429 pause.  Then the last reconciliation, when one has run.  With -j\n"
+"the JSON answer of GET /v1/status is printed as it came.",
+	  CTL_API, ctl_cmd_status },
 	{ "help", "[COMMAND]",
 	  "describe all commands, or one",
 "Without COMMAND print the full help; with one, describe that command.",
@@ -1345,6 +1357,101 @@ usage:
 	json_decref(all);
 	free(after);
 	return ctl_usage_cmd(cmd);
+}
+
+/* status: one context of GET /v1/status as text. */
+static void
+ctl_status_ctx(const json_t *c)
+{
+	static const char *const win[] = { "second", "minute", "hour" };
+	json_t *states = json_object_get(c, "states");
+	json_t *lim = json_object_get(c, "headroom"), *v, *g;
+	const json_t *ages = json_object_get(c, "oldest_age_s");
+	const json_t *tok = json_object_get(c, "token_expires_in_s");
+	const char *name;
+	char age[32];
+	size_t w;
+
+	printf("context %s: breaker %s, %lld sessions open, %lld sends in "
+	    "flight, ", ctl_jstr(c, "context") ? ctl_jstr(c, "context") : "?",
+	    ctl_jstr(c, "breaker") ? ctl_jstr(c, "breaker") : "?",
+	    (long long)json_integer_value(json_object_get(c, "sessions_open")),
+	    (long long)json_integer_value(json_object_get(c, "sends_in_flight")));
+	if (json_is_number(tok))
+		printf("access token expires in %.0f s\n", json_number_value(tok));
+	else
+		printf("no access token\n");
+	printf("  %-10s %8s  %s\n", "STATE", "COUNT", "OLDEST");
+	json_object_foreach(states, name, v) {
+		g = json_object_get(ages, name);
+		if (json_is_number(g))
+			ctl_fmt_secs(json_number_value(g), age, sizeof(age));
+		else
+			snprintf(age, sizeof(age), "-");
+		printf("  %-10s %8lld  %s\n", name,
+		    (long long)json_integer_value(v), age);
+	}
+	printf("  %-28s %7s %7s %7s\n", "HEADROOM", "SECOND", "MINUTE", "HOUR");
+	json_object_foreach(lim, name, g) {
+		printf("  %-28s", name);
+		for (w = 0; w < 3; w++) {
+			v = json_object_get(g, win[w]);
+			if (json_is_integer(v))
+				printf(" %7lld", (long long)json_integer_value(v));
+			else
+				printf(" %7s", "-");
+		}
+		v = json_object_get(g, "paused_s");
+		if (json_is_number(v))
+			printf("  paused %.1f s (429)", json_number_value(v));
+		putchar('\n');
+	}
+}
+
+/* status */
+static int
+ctl_cmd_status(struct ctl *ctl, const struct ctl_cmd *cmd, int argc,
+    char **argv)
+{
+	struct http_sync_resp resp;
+	const json_t *ctxs, *last;
+	json_t *j;
+	size_t i;
+	int rc = CTL_EXIT_OK;
+
+	(void)argv;
+	if (argc != 1)
+		return ctl_usage_cmd(cmd);
+	if (ctl_request(ctl, "GET", "/v1/status", NULL, NULL, 0, &resp) == -1)
+		return CTL_EXIT_UNREACHABLE;
+	j = ctl_resp_json(&resp);
+	ctxs = json_object_get(j, "contexts");
+	if (resp.status != 200 || !json_is_array(ctxs)) {
+		ctl_server_error(&resp, j);
+		rc = CTL_EXIT_FAIL;
+	} else if (ctl->json) {
+		fwrite(resp.body.data, 1, resp.body.len, stdout);
+		if (resp.body.len == 0 || resp.body.data[resp.body.len - 1] != '\n')
+			putchar('\n');
+	} else {
+		printf("KSeF requests in flight: %lld\n", (long long)
+		    json_integer_value(json_object_get(j, "requests_in_flight")));
+		for (i = 0; i < json_array_size(ctxs); i++)
+			ctl_status_ctx(json_array_get(ctxs, i));
+		last = json_object_get(j, "last_reconcile");
+		if (json_is_object(last)) {
+			char *s = json_dumps(last, JSON_COMPACT | JSON_SORT_KEYS);
+
+			printf("last reconciliation: ");
+			ctl_put_safe(stdout, s ? s : "?");
+			putchar('\n');
+			free(s);
+		} else
+			printf("last reconciliation: none\n");
+	}
+	json_decref(j);
+	http_sync_resp_free(&resp);
+	return rc;
 }
 
 /* Find a command by name or by an unambiguous prefix; NULL (and a message) if none. */

@@ -27,6 +27,7 @@
 #include "intake.h"
 #include "latarnia.h"
 #include "log.h"
+#include "metrics.h"
 #include "sched.h"
 #include "spool.h"
 #include "store.h"
@@ -46,6 +47,7 @@ struct ksefd {
 	struct spool	*spool;	/* NULL without spool.directory */
 	struct http	*http;
 	struct sched	*sched;
+	struct metrics	*metrics;
 	struct latarnia	*latarnia;	/* KSeF availability, polled */
 	struct alert	*alert;
 	char		*pid_file;	/* the one we hold; NULL in the foreground */
@@ -474,6 +476,24 @@ ksefd_auth_alert_cb(const char *nip, const char *outcome, const char *reason,
 	free(msg);
 }
 
+/* GET /metrics. */
+static void
+ksefd_metrics_cb(struct buf *out, void *arg)
+{
+	struct ksefd *k = arg;
+
+	metrics_render(k->metrics, out);
+}
+
+/* GET /v1/status. */
+static void *
+ksefd_status_cb(void *arg)
+{
+	struct ksefd *k = arg;
+
+	return metrics_status(k->metrics);
+}
+
 /* Start the pipeline: the KSeF transport and the scheduler. */
 static void
 ksefd_sched_start(struct ksefd *k)
@@ -491,6 +511,9 @@ ksefd_sched_start(struct ksefd *k)
 	ksefd_latarnia_configure(k, k->conf);
 	intake_set_notify(k->intake, ksefd_invoice_new_cb, k);
 	ops.arg = k;
+	k->metrics = metrics_new(k->store, k->sched);
+	ops.metrics = ksefd_metrics_cb;
+	ops.status = ksefd_status_cb;
 	ops.hold = ksefd_hold_cb;
 	ops.reload = ksefd_reload_api_cb;
 	api_set_ops(k->api, &ops);
@@ -546,6 +569,8 @@ ksefd_shutdown(struct ksefd *k)
 	sched_stop(k->sched);
 	latarnia_free(k->latarnia);
 	k->latarnia = NULL;
+	metrics_free(k->metrics);
+	k->metrics = NULL;
 	sched_free(k->sched);
 	k->sched = NULL;
 	alert_free(k->alert);

@@ -118,6 +118,12 @@ struct sctx {
 	unsigned	 sending;		/* sends in flight */
 	struct sess_op	*ops[SCHED_NFORMS];	/* callback args of session open/close */
 	int		 gone;			/* removed from the config */
+	uint64_t	 m_requests[RL_NGROUPS];	/* metrics: see sched_ctx_info */
+	uint64_t	 m_outcomes[SCHED_OUTCOMES];
+	uint64_t	 m_ra_count[RL_NGROUPS];
+	int64_t		 m_ra_ms_sum[RL_NGROUPS];
+	uint64_t	 m_ra_bucket[SCHED_RA_BUCKETS];
+	size_t		 m_idx;			/* sched_ctx_foreach scratch */
 	struct sctx	*next;
 };
 
@@ -611,16 +617,27 @@ ctx_limit_record(struct sctx *c, int group, int64_t now)
 		return;
 	ratelimit_record(c->rl[group], now);
 	c->rl_dirty[group] = 1;
+	c->m_requests[group]++;
 }
 
 static void
 ctx_limit_pause(struct sctx *c, int group, int64_t until)
 {
+	int64_t wait = until - time_now_ms();
+	int b = 0;
+
 	if (group < 0)
 		return;
 	ratelimit_pause_until(c->rl[group], until);
 	c->rl_dirty[group] = 1;
 	c->s->st.retry_after++;
+	if (wait < 0)
+		wait = 0;
+	c->m_ra_count[group]++;
+	c->m_ra_ms_sum[group] += wait;
+	while (b < SCHED_RA_BUCKETS - 1 && wait > (int64_t)1000 << b)
+		b++;
+	c->m_ra_bucket[b]++;
 	log_info("sched: context %s: %s paused for %lld ms (429)", c->nip,
 	    ratelimit_group_name(group), (long long)(until - time_now_ms()));
 }
@@ -720,6 +737,8 @@ ctx_outcome(struct sctx *c, const struct ksef_result *r)
 {
 	int64_t now = time_now_ms();
 
+	if ((unsigned)r->outcome < SCHED_OUTCOMES)
+		c->m_outcomes[r->outcome]++;
 	switch (r->outcome) {
 	case KSEF_TRANSIENT:
 		c->s->st.transient++;
@@ -2066,6 +2085,70 @@ sched_stats_get(const struct sched *s, struct sched_stats *out)
 {
 	*out = s->st;
 	out->in_flight = s->in_flight;
+}
+
+/* sched_ctx_foreach: fold one job into its context's counts and ages. */
+static int
+sched_info_job_cb(const void *key, size_t len, void *val, void *arg)
+{
+	const struct job *j = val;
+	struct sched_ctx_info *info = arg, *ci;
+
+	(void)key;
+	(void)len;
+	if (j->c->gone || (unsigned)j->state >= INV_ST_COUNT)
+		return 0;
+	ci = &info[j->c->m_idx];
+	ci->count[j->state]++;
+	if (ci->oldest_ms[j->state] == 0 || j->received_ms < ci->oldest_ms[j->state])
+		ci->oldest_ms[j->state] = j->received_ms;
+	return 0;
+}
+
+_Static_assert(KSEF_FATAL + 1 == SCHED_OUTCOMES, "SCHED_OUTCOMES");
+
+void
+sched_ctx_foreach(const struct sched *s, int64_t now,
+    void (*cb)(const struct sched_ctx_info *, void *), void *arg)
+{
+	struct sched_ctx_info *info, *ci;
+	struct sctx *c;
+	size_t n = 0, i;
+	int g, f;
+
+	for (c = s->ctxs; c != NULL; c = c->next)
+		if (!c->gone)
+			c->m_idx = n++;
+	if (n == 0)
+		return;
+	info = xcalloc(n, sizeof(*info));
+	map_foreach(s->jobs, sched_info_job_cb, info);
+	for (c = s->ctxs; c != NULL; c = c->next) {
+		if (c->gone)
+			continue;
+		ci = &info[c->m_idx];
+		ci->nip = c->nip;
+		for (g = 0; g < RL_NGROUPS; g++) {
+			ratelimit_headroom(c->rl[g], now, ci->headroom[g]);
+			ci->paused_until[g] = ratelimit_paused_until(c->rl[g]);
+			if (ci->paused_until[g] <= now)
+				ci->paused_until[g] = 0;
+		}
+		ci->token_expiry_ms = ksef_ctx_token_expiry(c->k);
+		for (f = 0; f < SCHED_NFORMS; f++)
+			if (c->sess[f].rs != NULL)
+				ci->sessions_open++;
+		ci->breaker = (int)c->br.state;
+		ci->sending = c->sending;
+		memcpy(ci->requests, c->m_requests, sizeof(ci->requests));
+		memcpy(ci->outcomes, c->m_outcomes, sizeof(ci->outcomes));
+		memcpy(ci->ra_count, c->m_ra_count, sizeof(ci->ra_count));
+		memcpy(ci->ra_ms_sum, c->m_ra_ms_sum, sizeof(ci->ra_ms_sum));
+		memcpy(ci->ra_bucket, c->m_ra_bucket, sizeof(ci->ra_bucket));
+	}
+	for (i = 0; i < n; i++)
+		cb(&info[i], arg);
+	free(info);
 }
 
 void

@@ -24,6 +24,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "ratelimit.h"
 #include "record.h"
 
 struct conf;
@@ -94,6 +95,33 @@ void		 sched_stop(struct sched *);
 /* Requests in flight. */
 unsigned	 sched_in_flight(const struct sched *);
 void		 sched_stats_get(const struct sched *, struct sched_stats *);
+/*
+ * Retry-After histogram of sched_ctx_info: bucket i counts pauses of at
+ * most 1 s << i; the last bucket counts longer ones.
+ */
+#define SCHED_RA_BUCKETS	11
+#define SCHED_OUTCOMES		12	/* enum ksef_outcome values */
+
+/* One context as seen by status output and metrics (a snapshot). */
+struct sched_ctx_info {
+	const char	*nip;
+	uint64_t	 count[INV_ST_COUNT];	/* unfinished invoices per state */
+	int64_t		 oldest_ms[INV_ST_COUNT];	/* their earliest received_ms; 0: none */
+	int64_t		 headroom[RL_NGROUPS][RL_NWIN];	/* -1: window not limited */
+	int64_t		 paused_until[RL_NGROUPS];	/* 429 pause end, 0: none */
+	int64_t		 token_expiry_ms;	/* access token; 0: none */
+	unsigned	 sessions_open;
+	int		 breaker;		/* enum breaker_state */
+	unsigned	 sending;		/* sends in flight */
+	uint64_t	 requests[RL_NGROUPS];	/* KSeF requests started per group */
+	uint64_t	 outcomes[SCHED_OUTCOMES];	/* answers per enum ksef_outcome */
+	uint64_t	 ra_count[RL_NGROUPS];	/* 429s per group */
+	int64_t		 ra_ms_sum[RL_NGROUPS];	/* Retry-After waited, ms */
+	uint64_t	 ra_bucket[SCHED_RA_BUCKETS];	/* not cumulative */
+};
+/* Call cb for every configured context, in config order. */
+void		 sched_ctx_foreach(const struct sched *, int64_t now,
+		    void (*cb)(const struct sched_ctx_info *, void *), void *arg);
 /* Cancel what is in flight (the store keeps every state) and free. */
 void		 sched_free(struct sched *);
 

@@ -30,6 +30,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <event2/event.h>
@@ -438,12 +439,34 @@ store_write(struct store *s, int db, const void *key, size_t klen, const void *v
 	return 0;
 }
 
+/* Monotonic clock in microseconds, for the commit latency histogram. */
+static uint64_t
+store_clock_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
+}
+
+static void
+store_commit_timed(struct store *s, uint64_t us)
+{
+	int b = 0;
+
+	while (b < STORE_HIST_N - 1 && us > (uint64_t)100 << (2 * b))
+		b++;
+	s->st.commit_hist[b]++;
+	s->st.commit_us_sum += us;
+}
+
 /* Commit the group and run its callbacks with the outcome. */
 static int
 store_group_commit(struct store *s)
 {
 	struct store_cb *cb, *next;
 	int status = STORE_COMMITTED, rc = 0, tries;
+	uint64_t t0 = 0;
 	size_t nops = 0;
 	const struct store_op *op;
 
@@ -459,6 +482,7 @@ store_group_commit(struct store *s)
 		store_group_fail(s, "commit", "failed by the test hook");
 		status = STORE_FAILED;
 	} else if (s->wtxn != NULL) {
+		t0 = store_clock_us();
 		for (tries = 0; tries < GROW_TRIES; tries++) {
 			rc = mdb_txn_commit(s->wtxn);	/* frees the txn, even on failure */
 			s->wtxn = NULL;
@@ -472,6 +496,7 @@ store_group_commit(struct store *s)
 			status = STORE_FAILED;
 		} else {
 			s->st.commits++;
+			store_commit_timed(s, store_clock_us() - t0);
 			s->seq_committed = s->seq_next;
 			log_trace(TRACE_STORE, "store: committed %zu writes", nops);
 		}

@@ -38,6 +38,8 @@ struct store;
 /* store_open() flags. */
 #define STORE_F_NOSYNC		0x01	/* no fsync at commit: benchmarks only, not durable */
 
+#define STORE_HIST_N		9
+
 struct store_stats {
 	uint64_t	 commits;	/* LMDB write transactions committed by groups */
 	uint64_t	 failed;	/* groups that failed */
@@ -45,6 +47,9 @@ struct store_stats {
 	size_t		 map_size;	/* bytes */
 	size_t		 map_used;	/* bytes in use (last page) */
 	int		 stale_readers;	/* readers of dead processes cleared at open */
+	/* Group commit latency: bucket i counts commits of at most 100 us << 2i. */
+	uint64_t	 commit_hist[STORE_HIST_N];	/* not cumulative; last: longer */
+	uint64_t	 commit_us_sum;
 };
 
 /* One entry of the due index. */
