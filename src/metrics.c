@@ -360,6 +360,52 @@ metrics_render_ctx(struct buf *b, const struct msnap *sn, int64_t now)
 			}
 }
 
+/*
+ * The last reconciliation's summary (meta "reconcile/last", JSON written by
+ * reconcile.c): findings per kind, start time, duration.  Nothing before
+ * the first run; a summary that is not as expected is skipped with a log line.
+ */
+static void
+metrics_render_reconcile(struct metrics *m, struct buf *b)
+{
+	unsigned char *val = NULL;
+	size_t len;
+	json_t *o, *counts, *v;
+	const char *k;
+
+	if (store_meta_get(m->store, "reconcile/last", &val, &len) != 0)
+		return;
+	o = json_loadb((const char *)val, len, 0, NULL);
+	free(val);
+	counts = json_object_get(o, "counts");
+	if (!json_is_object(counts) ||
+	    !json_is_integer(json_object_get(o, "started_ms")) ||
+	    !json_is_integer(json_object_get(o, "duration_ms"))) {
+		log_warnx("metrics: meta reconcile/last is not a summary with "
+		    "counts, started_ms and duration_ms; not exported");
+		json_decref(o);
+		return;
+	}
+	metrics_head(b, "ksefd_reconcile_last_findings", "gauge",
+	    "Findings of the last reconciliation, by kind.");
+	json_object_foreach(counts, k, v)
+		if (json_is_integer(v) && k[0] != '\0' &&
+		    strspn(k, "abcdefghijklmnopqrstuvwxyz_") == strlen(k))
+			buf_addf(b, "ksefd_reconcile_last_findings{finding=\"%s\"} "
+			    "%lld\n", k, (long long)json_integer_value(v));
+	metrics_head(b, "ksefd_reconcile_last_start_seconds", "gauge",
+	    "When the last reconciliation started (Unix time).");
+	buf_addstr(b, "ksefd_reconcile_last_start_seconds ");
+	metrics_secs(b, json_integer_value(json_object_get(o, "started_ms")));
+	buf_addstr(b, "\n");
+	metrics_head(b, "ksefd_reconcile_last_duration_seconds", "gauge",
+	    "How long the last reconciliation took.");
+	buf_addstr(b, "ksefd_reconcile_last_duration_seconds ");
+	metrics_secs(b, json_integer_value(json_object_get(o, "duration_ms")));
+	buf_addstr(b, "\n");
+	json_decref(o);
+}
+
 void
 metrics_render(struct metrics *m, struct buf *b)
 {
@@ -414,6 +460,7 @@ metrics_render(struct metrics *m, struct buf *b)
 	metrics_head(b, "ksefd_store_map_size_bytes", "gauge",
 	    "Size of the LMDB map.");
 	buf_addf(b, "ksefd_store_map_size_bytes %zu\n", ss.map_size);
+	metrics_render_reconcile(m, b);
 }
 
 /* --- status JSON --------------------------------------------------------- */

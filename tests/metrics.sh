@@ -251,6 +251,23 @@ like "$T_TMP/status2.txt" '^  (QUEUED|SENDING) +1  [0-9]+:[0-9][0-9]$' "status: 
 ok "faults cleared" fl_sim_faults '{"clear":true}'
 ok "it completes" wait_until 60 fl_done_is $((N + 1))
 
+# A reconciliation run (when ksefd has POST /v1/reconcile): its summary in
+# /metrics and in ksefctl status.
+code=$(curl -s -o "$T_TMP/rec.json" -w '%{http_code}' -X POST \
+    --unix-socket "$T_TMP/ksefd.sock" http://ksefd/v1/reconcile)
+if [ "$code" = 202 ]; then
+	ok "a reconciliation's findings show in /metrics" wait_until 30 sh -c '
+		curl -sS --unix-socket "$1" http://ksefd/metrics >"$2.txt" &&
+		    grep -q "^ksefd_reconcile_last_findings{" "$2.txt"' \
+	    sh "$T_TMP/ksefd.sock" "$T_TMP/m-rec"
+	ok "/metrics with the reconciliation parses" scrape "$T_TMP/m-rec"
+	"$KSEFCTL" -s "$T_TMP/ksefd.sock" status >"$T_TMP/status3.txt" 2>&1
+	like "$T_TMP/status3.txt" '^last reconciliation: \{.*"counts"' \
+	    "status: the last reconciliation's summary"
+else
+	pass "# SKIP no POST /v1/reconcile (HTTP $code)"
+fi
+
 # Restart: counts and transitions come back from the store and the audit.
 ok "/metrics before the restart" scrape "$T_TMP/m2"
 ok "ksefd stops" ksefd_stop TERM
