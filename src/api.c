@@ -842,6 +842,55 @@ api_observe(struct api *api, struct evhttp_request *req,
 	evbuffer_free(out);
 }
 
+/*
+ * POST /v1/reconcile[?since=MS]: start a run (202), or 409 while one runs.
+ * GET /v1/reconcile/last: the last run's summary, 404 before the first.
+ */
+static void
+api_reconcile(struct api *api, struct evhttp_request *req, int last)
+{
+	struct evkeyvalq q;
+	const char *v, *query;
+	long long since = 0;
+	char *end;
+	json_t *res;
+
+	if (api->ops.reconcile == NULL || api->ops.reconcile_last == NULL) {
+		api_reply_error(req, 503, "Service Unavailable", "unavailable",
+		    "reconciliation is not running");
+		return;
+	}
+	if (last) {
+		if ((res = api->ops.reconcile_last(api->ops.arg)) == NULL)
+			api_reply_error(req, 404, "Not Found", "not_found",
+			    "no reconciliation has finished yet");
+		else
+			api_reply_json(req, 200, "OK", res);
+		return;
+	}
+	query = evhttp_uri_get_query(evhttp_request_get_evhttp_uri(req));
+	if (evhttp_parse_query_str(query ? query : "", &q) == -1) {
+		api_reply_error(req, 400, "Bad Request", "bad_query",
+		    "the query string does not parse");
+		return;
+	}
+	if ((v = evhttp_find_header(&q, "since")) != NULL) {
+		since = strtoll(v, &end, 10);
+		if (*v == '\0' || *end != '\0' || since <= 0) {
+			evhttp_clear_headers(&q);
+			api_reply_error(req, 400, "Bad Request", "bad_since",
+			    "since: milliseconds since the epoch, above 0");
+			return;
+		}
+	}
+	evhttp_clear_headers(&q);
+	res = api->ops.reconcile((int64_t)since, api->ops.arg);
+	if (json_is_true(json_object_get(res, "started")))
+		api_reply_json(req, 202, "Accepted", res);
+	else
+		api_reply_json(req, 409, "Conflict", res);
+}
+
 /* Route one request. */
 static void
 api_dispatch(struct api *api, struct evhttp_request *req)
@@ -860,6 +909,15 @@ api_dispatch(struct api *api, struct evhttp_request *req)
 			goto method;
 		api_reply_json(req, 200, "OK", json_pack("{s:s, s:s}", "status",
 		    "ok", "version", PACKAGE_VERSION));
+		return;
+	}
+	if (strcmp(path, "/v1/reconcile") == 0 ||
+	    strcmp(path, "/v1/reconcile/last") == 0) {
+		int last = path[13] != '\0';
+
+		if (cmd != (last ? EVHTTP_REQ_GET : EVHTTP_REQ_POST))
+			goto method;
+		api_reconcile(api, req, last);
 		return;
 	}
 	if (strcmp(path, "/v1/stats") == 0) {

@@ -18,6 +18,8 @@
  *   GET  /v1/audit?since=SEQ|TIME&id=&limit=&wait=SECS  audit events as
  *                                *   GET  /v1/invoices?state=&nip=&limit=&after=   records in key order, paged
  *   GET  /v1/stats               the pipeline's counters
+ *   POST /v1/reconcile[?since=MS] start a reconciliation run: 202 / 409
+ *   GET  /v1/reconcile/last      the last run's summary (404 before one)
  *   GET  /v1/status              per context: states, ages, limits, breaker
  *   GET  /metrics                Prometheus text exposition format
  *   GET  /healthz                liveness
@@ -29,6 +31,7 @@
 #define KSEFD_API_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 struct buf;
 struct event_base;
@@ -69,6 +72,13 @@ struct api_ops {
 	 * {"ok":false,"errors":["FILE:LINE: ..."]} (new reference).
 	 */
 	void	*(*reload)(void *arg);
+	/*
+	 * POST /v1/reconcile: start a run (since_ms 0: from the last
+	 * reconciled point): {"started":bool} (new reference).
+	 */
+	void	*(*reconcile)(int64_t since_ms, void *arg);
+	/* GET /v1/reconcile/last: the summary (new reference), NULL if none. */
+	void	*(*reconcile_last)(void *arg);
 };
 void	 api_set_ops(struct api *, const struct api_ops *);
 /* Take a new bearer token and body limit (after a reload); listeners stay. */

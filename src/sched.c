@@ -2054,6 +2054,81 @@ sched_outage_set(struct sched *s, int on)
 	}
 }
 
+/* Reconciliation: look at an unfinished invoice again now. */
+int
+sched_invoice_recheck(struct sched *s, const unsigned char key[INV_KEY_LEN])
+{
+	struct job *j;
+	int64_t now = time_now_ms();
+
+	if ((j = map_get(s->jobs, key, INV_KEY_LEN)) == NULL)
+		return 1;
+	if (j->busy)
+		return 0;	/* being worked on already */
+	if (j->st != NULL) {
+		/* SUBMITTED or in doubt: list its session now. */
+		if (!j->st->busy)
+			j->st->next_poll = now;
+	} else if (j->list != JL_NONE) {
+		/* UPO to fetch or duplicate to compare: now, on the same list. */
+		j->due = now;
+	} else if (j->state == INV_ST_QUEUED && j->heap_idx >= 0 && !j->hold)
+		job_queue(j, now);	/* past max_age: the send path fails it */
+	sched_kick(s);
+	return 0;
+}
+
+/* The callback argument of a metadata query made for someone else. */
+struct meta_op {
+	struct sctx	*c;
+	sched_meta_cb	 cb;
+	void		*arg;
+};
+
+static void
+sched_meta_done_cb(struct ksef_result *r, void *arg)
+{
+	struct meta_op *m = arg;
+	struct sched *s = m->c->s;
+
+	s->in_flight--;
+	ctx_outcome(m->c, r);
+	if (r->outcome == KSEF_RETRY_AFTER)
+		ctx_limit_pause(m->c, RL_GROUP_INVOICE_METADATA, r->retry_at_ms);
+	m->cb(r, m->arg);
+	free(m);
+	sched_kick(s);
+}
+
+/* A metadata query of context nip within its invoice_metadata limits and token. */
+int
+sched_metadata_query(struct sched *s, const char *nip,
+    const struct ksef_query *q, sched_meta_cb cb, void *arg, int64_t *at)
+{
+	struct sctx *c;
+	struct meta_op *m;
+	int64_t now = time_now_ms(), next = now + 1000;
+
+	if ((c = sched_ctx_find(s, nip)) == NULL || c->gone)
+		return -1;
+	*at = next;
+	if (s->stopping)
+		return 1;
+	if (!ctx_authed(c, now, &next) ||
+	    !ctx_limit_ok(c, RL_GROUP_INVOICE_METADATA, now, &next)) {
+		*at = next;
+		return 1;
+	}
+	ctx_limit_record(c, RL_GROUP_INVOICE_METADATA, now);
+	m = xcalloc(1, sizeof(*m));
+	m->c = c;
+	m->cb = cb;
+	m->arg = arg;
+	s->in_flight++;
+	ksef_metadata_query(c->k, q, sched_meta_done_cb, m);
+	return 0;
+}
+
 void
 sched_alert_set(struct sched *s, sched_alert_cb cb, void *arg)
 {

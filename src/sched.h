@@ -90,6 +90,23 @@ void		 sched_alert_set(struct sched *, sched_alert_cb, void *);
 typedef void (*sched_auth_alert_cb)(const char *nip, const char *outcome,
 	    const char *reason, void *arg);
 void		 sched_auth_alert_set(struct sched *, sched_auth_alert_cb, void *);
+/*
+ * Reconciliation: look at this unfinished invoice again now (poll its
+ * session, fetch its UPO, or send / expire it).  1 when it is not in the
+ * pipeline.
+ */
+int		 sched_invoice_recheck(struct sched *, const unsigned char key[INV_KEY_LEN]);
+/*
+ * POST /invoices/query/metadata for context nip through its invoice_metadata
+ * limiter and token: 0 started (cb gets the result; a 429 pauses the group),
+ * 1 not now (try again at *at), -1 no such context.  A query in flight when
+ * the context goes away is cancelled without its callback.
+ */
+struct ksef_query;
+struct ksef_result;
+typedef void (*sched_meta_cb)(struct ksef_result *, void *arg);
+int		 sched_metadata_query(struct sched *, const char *nip,
+		    const struct ksef_query *, sched_meta_cb, void *, int64_t *at);
 /* Start no new requests; those in flight finish. */
 void		 sched_stop(struct sched *);
 /* Requests in flight. */

@@ -759,6 +759,17 @@ store_audit_append(struct store *s, const unsigned char *key, enum inv_state fro
 	return rc;
 }
 
+/*
+ * An audit event that is not a state change (a reconciliation finding):
+ * from and to are both `state`; key may be all zeros for no local invoice.
+ */
+int
+store_audit_note(struct store *s, const unsigned char key[INV_KEY_LEN],
+    enum inv_state state, const char *detail)
+{
+	return store_audit_append(s, key, state, state, detail);
+}
+
 /* The ident index key: NIP, NUL, RodzajFaktury, NUL, P_2.  -1 if too long.  Caller frees. */
 static unsigned char *
 store_ident_key(struct store *s, const char *nip, const char *kind, const char *number,

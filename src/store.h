@@ -120,6 +120,12 @@ int	 store_ident_get(struct store *, const char *nip, const char *kind,
 /* Audit events with seq >= from_seq, in order, until cb returns non-zero.  cb must not write. */
 int	 store_audit_foreach(struct store *, uint64_t from_seq,
 	    int (*cb)(const struct record_audit *, void *), void *arg);
+/*
+ * Append an audit event without a state change (from = to = state), e.g. a
+ * reconciliation finding; key all zeros when no local invoice is concerned.
+ */
+int	 store_audit_note(struct store *, const unsigned char key[INV_KEY_LEN],
+	    enum inv_state state, const char *detail);
 /* The sequence number the next event will get. */
 uint64_t store_audit_next_seq(struct store *);
 

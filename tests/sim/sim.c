@@ -2323,6 +2323,30 @@ h_sim_register(struct rq *q)
 	    "referenceNumber", i->ref, "sessionReferenceNumber", ss->ref, "invoiceHash", i->hash));
 }
 
+/*
+ * DELETE /_sim/invoices/{ksefNumber}: KSeF no longer lists the invoice
+ * (metadata query, GET /_sim/invoices), as if it had lost it; its session
+ * keeps it.  For reconciliation tests ("missing").
+ */
+static void
+h_sim_unregister(struct rq *q)
+{
+	struct sim *s = q->s;
+	size_t k;
+
+	for (k = 0; k < s->nreg; k++)
+		if (strcmp(s->reg[k]->ksef, q->seg[2]) == 0)
+			break;
+	if (k == s->nreg) {
+		reply_json(q, 404, json_pack("{s:s}", "error",
+		    "no registered invoice has this ksefNumber"));
+		return;
+	}
+	memmove(&s->reg[k], &s->reg[k + 1], (s->nreg - k - 1) * sizeof(*s->reg));
+	s->nreg--;
+	reply_json(q, 200, json_pack("{s:s}", "removed", q->seg[2]));
+}
+
 static void
 h_sim_invoices(struct rq *q)
 {
@@ -2355,6 +2379,8 @@ h_sim(struct rq *q)
 		h_sim_invoices(q);
 	else if (q->nseg == 2 && strcmp(what, "invoices") == 0 && strcmp(m, "POST") == 0)
 		h_sim_register(q);
+	else if (q->nseg == 3 && strcmp(what, "invoices") == 0 && strcmp(m, "DELETE") == 0)
+		h_sim_unregister(q);
 	else if (q->nseg == 2 && strcmp(what, "faults") == 0 && strcmp(m, "GET") == 0)
 		reply_json(q, 200, faults_json(q->s, q->now));
 	else if (q->nseg == 2 && strcmp(what, "faults") == 0 && strcmp(m, "POST") == 0) {

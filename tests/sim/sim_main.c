@@ -136,6 +136,7 @@ static const char usage_text[] =
 "                            ksefNumber, sessionReferenceNumber\n"
 "  POST /_sim/invoices       body: invoice XML; registers it as sent in an earlier\n"
 "                            session, answers its ksefNumber (409 if a duplicate)\n"
+"  DELETE /_sim/invoices/KSEFNUMBER  KSeF no longer lists that invoice (as lost)\n"
 "  GET  /_sim/faults         the current fault settings\n"
 "  POST /_sim/faults         JSON: {\"clear\":true, \"rules\":[{\"group\":\"invoiceSend\",\n"
 "                            \"kind\":\"503\", \"every\":2, \"p\":0.5, \"count\":1, \"ms\":2000,\n"
