@@ -10,6 +10,7 @@
 
 #include "backoff.h"
 #include "ksef/ksef.h"
+#include "latarnia.h"
 #include "log.h"
 #include "metrics.h"
 #include "ratelimit.h"
@@ -34,6 +35,7 @@ struct mevent {
 struct metrics {
 	struct store	*store;
 	struct sched	*sched;
+	const struct latarnia *latarnia;	/* NULL: not shown */
 	struct mctx	*ctxs;
 	uint64_t	 next_seq;	/* first audit event not yet counted */
 	/* transitions[from + 1][to]: from is INV_ST_NONE for a new invoice */
@@ -82,9 +84,12 @@ metrics_audit_cb(const struct record_audit *a, void *arg)
 		    (int)a->from, (int)a->to);
 		return 0;
 	}
-	m->transitions[a->from + 1][a->to]++;
-	if (m->counting_init)
+	if (a->from == a->to)	/* a note (hold, reconciliation), no change */
 		return 0;
+	if (m->counting_init) {
+		m->transitions[a->from + 1][a->to]++;
+		return 0;
+	}
 	if (m->nev == m->capev) {
 		m->capev = m->capev ? 2 * m->capev : 256;
 		m->ev = xrealloc(m->ev, m->capev * sizeof(*m->ev));
@@ -112,6 +117,7 @@ metrics_catch_up(struct metrics *m)
 		return;
 	m->next_seq = next;
 	for (i = 0; i < m->nev; i++) {
+		m->transitions[m->ev[i].from + 1][m->ev[i].to]++;
 		memset(&inv, 0, sizeof(inv));
 		if (store_invoice_get(m->store, m->ev[i].key, &inv) != 0)
 			continue;
@@ -138,6 +144,12 @@ metrics_new(struct store *store, struct sched *sched)
 	m->counting_init = 0;
 	/* Events of the scan's pending group may come after next_seq: none. */
 	return m;
+}
+
+void
+metrics_latarnia_set(struct metrics *m, const struct latarnia *l)
+{
+	m->latarnia = l;
 }
 
 void
@@ -360,6 +372,35 @@ metrics_render_ctx(struct buf *b, const struct msnap *sn, int64_t now)
 			}
 }
 
+/* KSeF's availability as Latarnia said last, and whether sending pauses. */
+static void
+metrics_render_latarnia(struct metrics *m, struct buf *b)
+{
+	struct latarnia_info li;
+	int st;
+
+	if (m->latarnia == NULL)
+		return;
+	latarnia_info_get(m->latarnia, &li);
+	metrics_head(b, "ksefd_ksef_availability", "gauge",
+	    "KSeF's availability (Latarnia): 1 for the status it gave last.");
+	for (st = LATARNIA_OFF; st <= LATARNIA_TOTAL_FAILURE; st++)
+		buf_addf(b, "ksefd_ksef_availability{status=\"%s\"} %d\n",
+		    latarnia_status_name((enum latarnia_status)st), li.status ==
+		    (enum latarnia_status)st);
+	metrics_head(b, "ksefd_ksef_outage", "gauge",
+	    "1 while Latarnia reports an outage (sending paused).");
+	buf_addf(b, "ksefd_ksef_outage %d\n", latarnia_is_outage(li.status));
+	metrics_head(b, "ksefd_latarnia_polls_total", "counter",
+	    "Latarnia status requests answered or failed.");
+	buf_addf(b, "ksefd_latarnia_polls_total %llu\n",
+	    (unsigned long long)li.polls);
+	metrics_head(b, "ksefd_latarnia_errors_total", "counter",
+	    "Latarnia status requests that failed or were garbled.");
+	buf_addf(b, "ksefd_latarnia_errors_total %llu\n",
+	    (unsigned long long)li.errors);
+}
+
 /*
  * The last reconciliation's summary (meta "reconcile/last", JSON written by
  * reconcile.c): findings per kind, start time, duration.  Nothing before
@@ -461,6 +502,7 @@ metrics_render(struct metrics *m, struct buf *b)
 	    "Size of the LMDB map.");
 	buf_addf(b, "ksefd_store_map_size_bytes %zu\n", ss.map_size);
 	metrics_render_reconcile(m, b);
+	metrics_render_latarnia(m, b);
 }
 
 /* --- status JSON --------------------------------------------------------- */
@@ -541,5 +583,14 @@ metrics_status(struct metrics *m)
 		free(val);
 	}
 	json_object_set_new(o, "last_reconcile", last ? last : json_null());
+	if (m->latarnia != NULL) {
+		struct latarnia_info li;
+
+		latarnia_info_get(m->latarnia, &li);
+		json_object_set_new(o, "availability", json_pack("{s:s, s:b, s:I}",
+		    "latarnia", latarnia_status_name(li.status), "paused",
+		    latarnia_is_outage(li.status), "since_ms",
+		    (json_int_t)li.since_ms));
+	}
 	return o;
 }

@@ -11,6 +11,7 @@
 #define KSEFD_METRICS_H
 
 struct buf;
+struct latarnia;
 struct metrics;
 struct sched;
 struct store;
@@ -21,6 +22,8 @@ struct store;
  */
 struct metrics	*metrics_new(struct store *, struct sched *);
 void		 metrics_free(struct metrics *);
+/* Also show KSeF's availability (Latarnia) as polled by l (borrowed). */
+void		 metrics_latarnia_set(struct metrics *, const struct latarnia *);
 /* Append the exposition text to out. */
 void		 metrics_render(struct metrics *, struct buf *out);
 /* The status object (a jansson json_t *, new reference). */

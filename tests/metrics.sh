@@ -6,6 +6,7 @@
 # cumulative with le="+Inf" equal to _count) and its counters must agree with
 # the invoices (ksefctl list), the audit trail (ksefctl audit, when there)
 # and the simulator (its 429s).  After a restart the counts are the same.
+# A Latarnia FAILURE shows as ksefd_ksef_availability and in status.
 # ksefctl status prints the per-context table; -j its JSON.
 . "$top_srcdir/tests/lib.sh"
 t_tmpdir
@@ -267,6 +268,22 @@ if [ "$code" = 202 ]; then
 else
 	pass "# SKIP no POST /v1/reconcile (HTTP $code)"
 fi
+
+# KSeF's availability (Latarnia): FAILURE shows in /metrics and status.
+latarnia_metric() {
+	curl -sS --unix-socket "$T_TMP/ksefd.sock" http://ksefd/metrics 2>/dev/null |
+	    grep -q "^ksefd_ksef_availability{status=\"$1\"} 1\$"
+}
+ok "Latarnia AVAILABLE in /metrics" wait_until 10 latarnia_metric AVAILABLE
+ok "Latarnia FAILURE armed" fl_sim_faults '{"latarnia":"FAILURE"}'
+ok "Latarnia FAILURE in /metrics" wait_until 10 latarnia_metric FAILURE
+ok "/metrics during the outage parses" scrape "$T_TMP/m-out"
+is "$(m "$T_TMP/m-out" 'ksefd_ksef_outage{}')" 1 "ksefd_ksef_outage 1"
+"$KSEFCTL" -s "$T_TMP/ksefd.sock" status >"$T_TMP/status4.txt" 2>&1
+like "$T_TMP/status4.txt" '^KSeF availability \(Latarnia\): FAILURE, sending paused$' \
+    "status: the outage"
+ok "Latarnia cleared" fl_sim_faults '{"clear":true}'
+ok "Latarnia AVAILABLE again in /metrics" wait_until 10 latarnia_metric AVAILABLE
 
 # Restart: counts and transitions come back from the store and the audit.
 ok "/metrics before the restart" scrape "$T_TMP/m2"
