@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <ini.h>
@@ -68,6 +69,7 @@ static int	ctl_cmd_retry(struct ctl *, const struct ctl_cmd *, int, char **);
 static int	ctl_cmd_status(struct ctl *, const struct ctl_cmd *, int, char **);
 static int	ctl_cmd_hold(struct ctl *, const struct ctl_cmd *, int, char **);
 static int	ctl_cmd_reload(struct ctl *, const struct ctl_cmd *, int, char **);
+static int	ctl_cmd_reconcile(struct ctl *, const struct ctl_cmd *, int, char **);
 static int	ctl_cmd_audit(struct ctl *, const struct ctl_cmd *, int, char **);
 
 /* Every command; a new one is one more entry here and its function. */
@@ -158,6 +160,22 @@ static const struct ctl_cmd ctl_cmds[] = {
 "error; ksefd then keeps its old settings.  With -j the JSON answer is\n"
 "printed.  Exit status 1 when the file has errors.",
 	  CTL_API, ctl_cmd_reload },
+	{ "reconcile", "[--since DATE] | --last",
+	  "check the store against KSeF, or show the last check",
+"Start a reconciliation run in ksefd: invoices stuck in SUBMITTED, SENDING\n"
+"or ACCEPTED longer than reconcile.stuck_after and QUEUED ones past\n"
+"retry.max_age are looked at again; KSeF's list of the invoices each\n"
+"context sold is compared with the store (orphans: in KSeF only; missing:\n"
+"accepted here, not listed by KSeF; mismatches: other KSeF number or\n"
+"hash).  Findings go to the log, the audit trail and the alerts.\n"
+"  --since DATE  query KSeF from DATE (YYYY-MM-DD or\n"
+"                YYYY-MM-DDTHH:MM:SSZ, UTC) instead of the last\n"
+"                reconciled point\n"
+"  --last        print the summary of the last finished run: when, how\n"
+"                long, the count of each finding and the windows queried\n"
+"With -j the JSON answer is printed.  Exit status 1 when a run is under\n"
+"way already, or (--last) when none has finished yet.",
+	  CTL_API, ctl_cmd_reconcile },
 	{ "audit", "[--since SEQ|TIME] [--id ID] [--follow]",
 	  "print the audit trail as JSON lines",
 "Print audit events, one JSON object per line: seq, time, time_ms,\n"
@@ -1053,6 +1071,126 @@ ctl_cmd_reload(struct ctl *ctl, const struct ctl_cmd *cmd, int argc, char **argv
 			ctl_print_msgs(stderr, j, "errors", "ksefctl: reload");
 		}
 	}
+	json_decref(j);
+	http_sync_resp_free(&resp);
+	return rc;
+}
+
+/* DATE (YYYY-MM-DD or YYYY-MM-DDTHH:MM:SS[Z], UTC) in ms; -1 if it is not one. */
+static int
+ctl_date_parse(const char *s, int64_t *out)
+{
+	struct tm tm;
+	int y, mo, d, h = 0, mi = 0, sec = 0, n = 0;
+	size_t len = strlen(s);
+
+	if (sscanf(s, "%4d-%2d-%2d%n", &y, &mo, &d, &n) != 3 || n != 10)
+		return -1;
+	if ((size_t)n < len && (sscanf(s + n, "T%2d:%2d:%2d%n", &h, &mi, &sec,
+	    &n) != 3 || (strcmp(s + 10 + n, "") != 0 &&
+	    strcmp(s + 10 + n, "Z") != 0)))
+		return -1;
+	if (mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 ||
+	    sec > 60 || h < 0 || mi < 0 || sec < 0 || y < 1970)
+		return -1;
+	memset(&tm, 0, sizeof(tm));
+	tm.tm_year = y - 1900;
+	tm.tm_mon = mo - 1;
+	tm.tm_mday = d;
+	tm.tm_hour = h;
+	tm.tm_min = mi;
+	tm.tm_sec = sec;
+	*out = (int64_t)timegm(&tm) * 1000;
+	return 0;
+}
+
+/* Print a reconciliation summary (GET /v1/reconcile/last) for people. */
+static void
+ctl_reconcile_print(const json_t *j)
+{
+	const json_t *counts = json_object_get(j, "counts");
+	const json_t *w, *v;
+	const char *k;
+	size_t i;
+
+	printf("started: ");
+	ctl_put_safe(stdout, ctl_jstr(j, "started") ? ctl_jstr(j, "started") :
+	    "?");
+	printf("\nduration: %lld ms\n", (long long)json_integer_value(
+	    json_object_get(j, "duration_ms")));
+	json_object_foreach((json_t *)counts, k, v)
+		printf("%s: %lld\n", k, (long long)json_integer_value(v));
+	json_array_foreach(json_object_get(j, "windows"), i, w) {
+		printf("window: ");
+		ctl_put_safe(stdout, ctl_jstr(w, "nip") ? ctl_jstr(w, "nip") : "?");
+		printf(" ");
+		ctl_put_safe(stdout, ctl_jstr(w, "from") ? ctl_jstr(w, "from") : "?");
+		printf(" .. ");
+		ctl_put_safe(stdout, ctl_jstr(w, "to") ? ctl_jstr(w, "to") : "?");
+		printf(", %lld page(s)", (long long)json_integer_value(
+		    json_object_get(w, "pages")));
+		if (ctl_jstr(w, "error") != NULL) {
+			printf(", failed: ");
+			ctl_put_safe(stdout, ctl_jstr(w, "error"));
+		}
+		printf("\n");
+	}
+}
+
+/* reconcile [--since DATE] | --last */
+static int
+ctl_cmd_reconcile(struct ctl *ctl, const struct ctl_cmd *cmd, int argc,
+    char **argv)
+{
+	struct http_sync_resp resp;
+	int64_t since = 0;
+	int i, last = 0, rc = CTL_EXIT_OK, ok;
+	char path[64];
+	json_t *j;
+
+	for (i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "--last") == 0)
+			last = 1;
+		else if (strcmp(argv[i], "--since") == 0 && i + 1 < argc) {
+			if (ctl_date_parse(argv[++i], &since) == -1) {
+				fprintf(stderr, "ksefctl: reconcile: --since `%s': "
+				    "not a date (YYYY-MM-DD or "
+				    "YYYY-MM-DDTHH:MM:SSZ)\n", log_escape(argv[i],
+				    strlen(argv[i]), 80));
+				return CTL_EXIT_USAGE;
+			}
+		} else
+			return ctl_usage_cmd(cmd);
+	}
+	if (last && since != 0)
+		return ctl_usage_cmd(cmd);
+	if (last)
+		snprintf(path, sizeof(path), "/v1/reconcile/last");
+	else if (since != 0)
+		snprintf(path, sizeof(path), "/v1/reconcile?since=%lld",
+		    (long long)since);
+	else
+		snprintf(path, sizeof(path), "/v1/reconcile");
+	if (ctl_request(ctl, last ? "GET" : "POST", path, "application/json",
+	    "", 0, &resp) == -1)
+		return CTL_EXIT_UNREACHABLE;
+	j = ctl_resp_json(&resp);
+	ok = resp.status == (last ? 200 : 202);
+	if (!json_is_object(j) || (!ok && resp.status != (last ? 404 : 409))) {
+		ctl_server_error(&resp, j);
+		rc = CTL_EXIT_FAIL;
+	} else if (ctl->json) {
+		fwrite(resp.body.data, 1, resp.body.len, stdout);
+		rc = ok ? CTL_EXIT_OK : CTL_EXIT_FAIL;
+	} else if (!ok) {
+		fprintf(stderr, "ksefctl: reconcile: %s\n", last ?
+		    "no reconciliation has finished yet" :
+		    "a reconciliation is under way already");
+		rc = CTL_EXIT_FAIL;
+	} else if (last)
+		ctl_reconcile_print(j);
+	else
+		printf("reconciliation started\n");
 	json_decref(j);
 	http_sync_resp_free(&resp);
 	return rc;

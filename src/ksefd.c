@@ -27,6 +27,7 @@
 #include "intake.h"
 #include "latarnia.h"
 #include "log.h"
+#include "reconcile.h"
 #include "metrics.h"
 #include "sched.h"
 #include "spool.h"
@@ -47,6 +48,7 @@ struct ksefd {
 	struct spool	*spool;	/* NULL without spool.directory */
 	struct http	*http;
 	struct sched	*sched;
+	struct reconcile *reconcile;
 	struct metrics	*metrics;
 	struct latarnia	*latarnia;	/* KSeF availability, polled */
 	struct alert	*alert;
@@ -494,6 +496,58 @@ ksefd_status_cb(void *arg)
 	return metrics_status(k->metrics);
 }
 
+/*
+ * A reconciliation finding: an alert.  For an invoice the cause is the kind
+ * of finding (a stuck invoice found again by the next run stays quiet); an
+ * orphan has the context as subject and its detail (KSeF number) as cause.
+ */
+static void
+ksefd_reconcile_alert_cb(const char *kind, const char *nip,
+    const unsigned char *key, const char *detail, void *arg)
+{
+	struct ksefd *k = arg;
+	char subject[INV_KEY_LEN * 2 + 1], shortkey[17] = "-", *msg;
+	int local = strcmp(kind, "orphan") != 0 && strcmp(kind, "missing") != 0 &&
+	    strcmp(kind, "mismatch") != 0;
+
+	if (key != NULL) {
+		hex_encode(key, INV_KEY_LEN, subject);
+		record_key_short(key, shortkey);
+	} else
+		snprintf(subject, sizeof(subject), "%s", nip);
+	msg = xasprintf("reconcile %s: %s %s: %s", kind, nip, shortkey,
+	    log_escape(detail, strlen(detail), 300));
+	alert_raise(k->alert, local ? ALERT_STUCK : ALERT_RECONCILE, subject,
+	    key != NULL ? kind : detail, msg);
+	free(msg);
+}
+
+/* POST /v1/reconcile. */
+static void *
+ksefd_reconcile_cb(int64_t since_ms, void *arg)
+{
+	struct ksefd *k = arg;
+	int rc = reconcile_run(k->reconcile, since_ms);
+
+	return json_pack("{s:b, s:s}", "started", rc == 0, "message", rc == 0 ?
+	    "reconciliation started" : "a reconciliation is under way");
+}
+
+/* GET /v1/reconcile/last. */
+static void *
+ksefd_reconcile_last_cb(void *arg)
+{
+	struct ksefd *k = arg;
+	char *s = reconcile_last_json(k->reconcile);
+	json_t *o;
+
+	if (s == NULL)
+		return NULL;
+	o = json_loads(s, 0, NULL);
+	free(s);
+	return o;
+}
+
 /* Start the pipeline: the KSeF transport and the scheduler. */
 static void
 ksefd_sched_start(struct ksefd *k)
@@ -511,6 +565,10 @@ ksefd_sched_start(struct ksefd *k)
 	ksefd_latarnia_configure(k, k->conf);
 	intake_set_notify(k->intake, ksefd_invoice_new_cb, k);
 	ops.arg = k;
+	k->reconcile = reconcile_new(k->base, k->store, k->sched, k->conf);
+	reconcile_alert_set(k->reconcile, ksefd_reconcile_alert_cb, k);
+	ops.reconcile = ksefd_reconcile_cb;
+	ops.reconcile_last = ksefd_reconcile_last_cb;
 	k->metrics = metrics_new(k->store, k->sched);
 	metrics_latarnia_set(k->metrics, k->latarnia);
 	ops.metrics = ksefd_metrics_cb;
@@ -542,6 +600,7 @@ ksefd_reload_cb(const struct conf *old, const struct conf *new, void *arg)
 	api_update(k->api, new->api_token, (size_t)new->api_max_body);
 	http_ca_file_set(k->http, new->ca_file);
 	sched_update(k->sched, new);
+	reconcile_update(k->reconcile, new);
 	ksefd_latarnia_configure(k, new);
 	alert_update(k->alert, new);
 	if ((old->spool_directory == NULL) != (new->spool_directory == NULL) ||
@@ -574,6 +633,8 @@ ksefd_shutdown(struct ksefd *k)
 	k->metrics = NULL;
 	sched_free(k->sched);
 	k->sched = NULL;
+	reconcile_free(k->reconcile);	/* after the queries it made are gone */
+	k->reconcile = NULL;
 	alert_free(k->alert);
 	k->alert = NULL;
 	http_free(k->http);
