@@ -145,6 +145,7 @@ struct sched {
 	int		 resync;	/* a commit failed: reload from the store */
 	int		 outage;	/* KSeF says it is out (Latarnia): no sends */
 	sched_alert_cb	 alert;		/* REJECTED and FAILED invoices */
+	struct meta_op	*metas;		/* metadata queries in flight */
 	void		*alert_arg;
 	sched_auth_alert_cb auth_alert;	/* authentication failures */
 	void		*auth_alert_arg;
@@ -2083,6 +2084,7 @@ struct meta_op {
 	struct sctx	*c;
 	sched_meta_cb	 cb;
 	void		*arg;
+	struct meta_op	*next, **prevp;	/* s->metas, freed by sched_free */
 };
 
 static void
@@ -2092,6 +2094,8 @@ sched_meta_done_cb(struct ksef_result *r, void *arg)
 	struct sched *s = m->c->s;
 
 	s->in_flight--;
+	if ((*m->prevp = m->next) != NULL)
+		m->next->prevp = m->prevp;
 	ctx_outcome(m->c, r);
 	if (r->outcome == KSEF_RETRY_AFTER)
 		ctx_limit_pause(m->c, RL_GROUP_INVOICE_METADATA, r->retry_at_ms);
@@ -2124,6 +2128,10 @@ sched_metadata_query(struct sched *s, const char *nip,
 	m->c = c;
 	m->cb = cb;
 	m->arg = arg;
+	if ((m->next = s->metas) != NULL)
+		m->next->prevp = &m->next;
+	m->prevp = &s->metas;
+	s->metas = m;
 	s->in_flight++;
 	ksef_metadata_query(c->k, q, sched_meta_done_cb, m);
 	return 0;
@@ -2242,6 +2250,12 @@ sched_free(struct sched *s)
 	sched_jobs_clear(s);
 	map_free(s->jobs);
 	map_free(s->refs);
+	while (s->metas != NULL) {
+		struct meta_op *m = s->metas;
+
+		s->metas = m->next;
+		free(m);
+	}
 	for (c = s->ctxs; c != NULL; c = cn) {
 		cn = c->next;
 		for (f = 0; f < SCHED_NFORMS; f++) {

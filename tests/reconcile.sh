@@ -129,6 +129,14 @@ ok "it completes once KSeF processed it" wait_until 20 fl_done_is 2
 ok "no reconciliation is left running" wait_until 10 sh -c \
     "curl -s --unix-socket '$SOCK' -X POST -o /dev/null -w '%{http_code}' http://ksefd/v1/reconcile | grep -q 202"
 
+# 6. A shutdown while a metadata query hangs: no leak, no crash, exit 0.
+ok "metadata queries hang" fl_sim_faults '{"clear":true,"rules":[{"group":"invoiceMetadata","kind":"hang"}]}'
+code=$(api POST /v1/reconcile -o /dev/null -w '%{http_code}')
+is "$code" 202 "a run starts"
+ok "its query reached the simulator" wait_until 10 sh -c \
+    "[ \"\$(curl -sS --cacert '$T_TMP/tls/ca.crt' '$FL_SIM_ROOT/_sim/stats' | python3 -c 'import json,sys; print(json.load(sys.stdin)[\"faults\"][\"hang\"])')\" -ge 1 ]"
+code=$(api POST /v1/reconcile -o /dev/null -w '%{http_code}')
+is "$code" 409 "while it runs another is refused (409)"
 ok "ksefd stops" ksefd_stop TERM
 is "$KSEFD_STATUS" 0 "ksefd exits with status 0"
 done_testing
