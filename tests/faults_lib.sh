@@ -102,7 +102,7 @@ ${FL_TRACE:+trace = $FL_TRACE}
 [ksef]
 environment = $FL_SIM_URL
 ca_file = $T_TMP/tls/ca.crt
-latarnia_url = $FL_SIM_ROOT/latarnia
+latarnia_url = ${FL_LATARNIA:-$FL_SIM_ROOT/latarnia}
 [storage]
 database = $T_TMP/db
 map_size = 64M
