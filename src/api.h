@@ -12,11 +12,7 @@
  *   GET  /v1/audit?since=SEQ|TIME&id=&limit=&wait=SECS  audit events as
  *                                JSON lines, paged (X-Audit-Next,
  *                                X-Audit-More); wait: long-poll (follow)
- *   POST /v1/invoices/{id}/hold  keep an invoice from being sent
- *   POST /v1/invoices/{id}/release  ... and let it go again
- *   POST /v1/reload              reload the config (as SIGHUP): 200 / 422
- *   GET  /v1/audit?since=SEQ|TIME&id=&limit=&wait=SECS  audit events as
- *                                *   GET  /v1/invoices?state=&nip=&limit=&after=   records in key order, paged
+ *   GET  /v1/invoices?state=&nip=&limit=&after=   records in key order, paged
  *   GET  /v1/stats               the pipeline's counters
  *   POST /v1/reconcile[?since=MS] start a reconciliation run: 202 / 409
  *   GET  /v1/reconcile/last      the last run's summary (404 before one)
