@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -130,12 +131,14 @@ static const struct ctl_cmd ctl_cmds[] = {
 "place).  An invoice without a UPO yet (not DONE) exits with status 1 and\n"
 "says which state it is in.",
 	  CTL_API, ctl_cmd_upo },
-	{ "retry", "ID",
-	  "send a FAILED invoice again",
+	{ "retry", "ID | --state FAILED",
+	  "send a FAILED invoice (or every FAILED one) again",
 "Put the FAILED invoice with this id back into the queue: its attempts\n"
 "start again from zero and its retry.max_age counts from now.  A REJECTED\n"
 "invoice cannot be retried: KSeF refused its content, so submit a\n"
-"corrected invoice instead.  Exit status 1 when the invoice is not FAILED.",
+"corrected invoice instead.  Exit status 1 when the invoice is not FAILED.\n"
+"With --state FAILED every FAILED invoice is retried, one line each, and\n"
+"a last line `N retried, N not retried'; exit status 1 if any was not.",
 	  CTL_API, ctl_cmd_retry },
 	{ "hold", "ID",
 	  "keep an invoice from being sent",
@@ -1005,10 +1008,80 @@ ctl_invoice_action(struct ctl *ctl, const struct ctl_cmd *cmd, int argc,
 	return rc;
 }
 
-/* retry ID */
+/* retry --state FAILED: collect every FAILED id first, then retry each. */
+static int
+ctl_retry_all(struct ctl *ctl, const struct ctl_cmd *cmd)
+{
+	struct http_sync_resp resp;
+	json_t *ids = json_array(), *j, *inv;
+	char after[CTL_ID_LEN + 1] = "", *path, *args[2];
+	size_t i, ok = 0, bad = 0;
+	int rc = CTL_EXIT_OK;
+
+	for (;;) {
+		path = xasprintf("/v1/invoices?state=FAILED&limit=1000%s%s",
+		    after[0] ? "&after=" : "", after);
+		if (ctl_request(ctl, "GET", path, NULL, NULL, 0, &resp) == -1) {
+			free(path);
+			json_decref(ids);
+			return CTL_EXIT_UNREACHABLE;
+		}
+		free(path);
+		j = ctl_resp_json(&resp);
+		if (resp.status != 200 || !json_is_object(j)) {
+			ctl_server_error(&resp, j);
+			json_decref(j);
+			http_sync_resp_free(&resp);
+			json_decref(ids);
+			return CTL_EXIT_FAIL;
+		}
+		json_array_foreach(json_object_get(j, "invoices"), i, inv)
+			if (ctl_jstr(inv, "id") != NULL)
+				json_array_append_new(ids,
+				    json_string(ctl_jstr(inv, "id")));
+		after[0] = '\0';
+		if (ctl_jstr(j, "next") != NULL)
+			snprintf(after, sizeof(after), "%s", ctl_jstr(j, "next"));
+		json_decref(j);
+		http_sync_resp_free(&resp);
+		if (after[0] == '\0')
+			break;
+	}
+	json_array_foreach(ids, i, inv) {
+		args[0] = (char *)cmd->name;
+		args[1] = (char *)json_string_value(inv);
+		switch (ctl_invoice_action(ctl, cmd, 2, args, "")) {
+		case CTL_EXIT_OK:
+			ok++;
+			break;
+		case CTL_EXIT_UNREACHABLE:
+			json_decref(ids);
+			return CTL_EXIT_UNREACHABLE;
+		default:
+			bad++;
+			break;
+		}
+	}
+	json_decref(ids);
+	if (!ctl->json)
+		printf("%zu retried, %zu not retried\n", ok, bad);
+	if (bad > 0)
+		rc = CTL_EXIT_FAIL;
+	return rc;
+}
+
+/* retry ID | retry --state FAILED */
 static int
 ctl_cmd_retry(struct ctl *ctl, const struct ctl_cmd *cmd, int argc, char **argv)
 {
+	if (argc == 3 && strcmp(argv[1], "--state") == 0) {
+		if (strcasecmp(argv[2], "FAILED") != 0) {
+			fprintf(stderr, "ksefctl: retry: only FAILED invoices can "
+			    "be retried (--state FAILED)\n");
+			return CTL_EXIT_USAGE;
+		}
+		return ctl_retry_all(ctl, cmd);
+	}
 	return ctl_invoice_action(ctl, cmd, argc, argv, "");
 }
 

@@ -69,5 +69,13 @@ like "$KSEFD_LOG" "alert: invoice ${RID%${RID#????????????????}} of 5265877635 F
 is "$?" 0 "ksefctl retry exits 0"
 like "$T_TMP/retry.out" "$RID: QUEUED" "retry puts it back in the queue"
 like "$KSEFD_LOG" 'FAILED -> QUEUED: retry requested' "the retry is in the log"
+# It expires again (max_age 1ms); then every FAILED one at once.
+wait_until 20 sh -c "'$CTL' -s '$SOCK' -j show $RID | grep -q '\"FAILED\"'"
+"$CTL" -s "$SOCK" retry --state FAILED >"$T_TMP/retry-all.out"
+is "$?" 0 "ksefctl retry --state FAILED exits 0"
+like "$T_TMP/retry-all.out" "^$RID: QUEUED" "it retried the FAILED invoice"
+like "$T_TMP/retry-all.out" '^1 retried, 0 not retried$' "and says how many"
+"$CTL" -s "$SOCK" retry --state DONE >/dev/null 2>&1
+is "$?" 2 "retry --state of another state: usage error"
 ok "ksefd stops" ksefd_stop TERM
 done_testing
