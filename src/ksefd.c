@@ -750,6 +750,8 @@ main(int argc, char *argv[])
 	if ((k.store = store_open(k.base, k.conf->database,
 	    (size_t)k.conf->map_size, 0, err, sizeof(err))) == NULL)
 		fatalx("ksefd: %s", err);
+	/* More writes per fsync under load (doc/performance.md). */
+	store_commit_gap_set(k.store, 2000);
 
 	ksefd_intake_start(&k);
 	ksefd_sched_start(&k);

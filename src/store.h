@@ -68,6 +68,12 @@ struct store *store_open(struct event_base *, const char *path, size_t map_size,
 	    int flags, char *err, size_t errlen);
 /* Commit a pending group (running its callbacks) and close; before freeing the event base. */
 void	 store_close(struct store *);
+/*
+ * Let groups grow under load: a group that begins less than `us` after the
+ * previous commit ended is committed `us` after it, not at the end of its
+ * loop pass (0, the default: always at the end of the pass).
+ */
+void	 store_commit_gap_set(struct store *, unsigned int us);
 /* Commit the pending group now and run its callbacks; STORE_COMMITTED or STORE_FAILED. */
 int	 store_flush(struct store *);
 /* Run cb(status, arg) once the current group is committed (or has failed). */

@@ -258,6 +258,40 @@ main(void)
 	ok(as.ordered, "events in sequence order");
 	is_int(as.n, 804, "plus the rejection event");
 
+	/* With a commit gap, a group right after a commit waits for the gap. */
+	{
+		struct got ga, gb;
+		char *xa, *xb;
+		size_t la, lb;
+		int64_t t0;
+		int i;
+
+		xa = invoice(tmpl, "GAP/1", NULL, &la);
+		xb = invoice(tmpl, "GAP/2", NULL, &lb);
+		store_commit_gap_set(st, 200000);	/* 200 ms */
+		memset(&ga, 0, sizeof(ga));
+		memset(&gb, 0, sizeof(gb));
+		intake_submit(in, xa, la, INV_SRC_API, NULL, got_cb, &ga);
+		for (i = 0; i < 100 && ga.calls == 0; i++)
+			event_base_loop(base, EVLOOP_ONCE);
+		is_int(ga.status, INTAKE_CREATED, "gap: first group committed");
+		store_stats_get(st, &ss0);
+		t0 = time_mono_ms();
+		intake_submit(in, xb, lb, INV_SRC_API, NULL, got_cb, &gb);
+		event_base_loop(base, EVLOOP_NONBLOCK);
+		ok(gb.calls == 0 || time_mono_ms() - t0 >= 150,
+		    "gap: the next group is not committed at the end of its pass");
+		for (i = 0; i < 100 && gb.calls == 0; i++)
+			event_base_loop(base, EVLOOP_ONCE);
+		store_stats_get(st, &ss1);
+		is_int(gb.status, INTAKE_CREATED, "gap: second group committed by the timer");
+		ok(time_mono_ms() - t0 >= 150, "gap: about 200 ms after the first commit");
+		is_int(ss1.commits - ss0.commits, 1, "gap: one commit");
+		store_commit_gap_set(st, 0);
+		free(xa);
+		free(xb);
+	}
+
 	free(many);
 	free(x1);
 	free(x1b);
