@@ -29,6 +29,7 @@
 #define HTTP_TIMEOUT_MS		60000
 #define HTTP_MAX_RESPONSE	(16u * 1024 * 1024)
 #define HTTP_MAX_HOST_CONNS	8
+#define HTTP_HOSTS		4	/* KSeF, its UPO storage, Latarnia, a webhook */
 #define HTTP_POOL_MAX		32	/* idle easy handles kept for reuse */
 #define HTTP_USER_AGENT		"ksefd/" PACKAGE_VERSION
 
@@ -346,9 +347,7 @@ http_new(struct event_base *base, const struct http_options *opt)
 	curl_multi_setopt(h->multi, CURLMOPT_SOCKETDATA, h);
 	curl_multi_setopt(h->multi, CURLMOPT_TIMERFUNCTION, http_curl_timer_cb);
 	curl_multi_setopt(h->multi, CURLMOPT_TIMERDATA, h);
-	curl_multi_setopt(h->multi, CURLMOPT_MAX_HOST_CONNECTIONS,
-	    opt->max_host_connections > 0 ? opt->max_host_connections :
-	    (long)HTTP_MAX_HOST_CONNS);
+	http_max_host_connections_set(h, opt->max_host_connections);
 	return h;
 }
 
@@ -393,6 +392,22 @@ http_ca_file_set(struct http *h, const char *path)
 {
 	free(h->ca_file);
 	h->ca_file = path ? xstrdup(path) : NULL;
+}
+
+/*
+ * The cache must hold them all: by default curl keeps 4 connections per
+ * transfer added, and ours are added and removed one request at a time, so
+ * after a burst it closed most of them and the next burst paid a TLS
+ * handshake per request (hundreds a second against the simulator).
+ */
+void
+http_max_host_connections_set(struct http *h, long n)
+{
+	if (n <= 0)
+		n = HTTP_MAX_HOST_CONNS;
+	curl_multi_setopt(h->multi, CURLMOPT_MAX_HOST_CONNECTIONS, n);
+	curl_multi_setopt(h->multi, CURLMOPT_MAXCONNECTS,
+	    n * HTTP_HOSTS + HTTP_HOSTS);
 }
 
 unsigned

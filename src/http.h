@@ -83,6 +83,12 @@ struct http	*http_new(struct event_base *base, const struct http_options *);
 void		 http_free(struct http *);
 /* CA file for requests started from now on (reload); NULL: system store. */
 void		 http_ca_file_set(struct http *, const char *);
+/*
+ * Connections to one host at most (reload); <= 0: the default, 8.  Over
+ * HTTP/1.1 a request waits for a free connection, so this bounds the
+ * requests really in flight to KSeF.
+ */
+void		 http_max_host_connections_set(struct http *, long);
 /* Requests started and not yet completed. */
 unsigned	 http_in_flight(const struct http *);
 

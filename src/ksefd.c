@@ -559,6 +559,8 @@ ksefd_sched_start(struct ksefd *k)
 	ho.ca_file = k->conf->ca_file;
 	ho.connect_timeout_ms = k->conf->connect_timeout;
 	ho.timeout_ms = k->conf->request_timeout;
+	/* Over HTTP/1.1 a request in flight needs a connection of its own. */
+	ho.max_host_connections = (long)k->conf->max_in_flight;
 	k->http = http_new(k->base, &ho);
 	k->sched = sched_new(k->base, k->store, k->http, k->conf);
 	k->latarnia = latarnia_new(k->base, k->http, ksefd_latarnia_cb, k);
@@ -599,6 +601,7 @@ ksefd_reload_cb(const struct conf *old, const struct conf *new, void *arg)
 	}
 	api_update(k->api, new->api_token, (size_t)new->api_max_body);
 	http_ca_file_set(k->http, new->ca_file);
+	http_max_host_connections_set(k->http, (long)new->max_in_flight);
 	sched_update(k->sched, new);
 	reconcile_update(k->reconcile, new);
 	ksefd_latarnia_configure(k, new);

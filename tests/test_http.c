@@ -646,6 +646,51 @@ test_concurrency(int port)
 	result_reset(&r[0]);
 }
 
+/*
+ * Bursts with a lull between them keep their connections: curl's default
+ * cache (4 per transfer added) shrank to 4 in the lull and the next burst
+ * paid a new connection (a TLS handshake, against KSeF) per request.
+ */
+static void
+test_connection_cache(int port)
+{
+	static struct result r[32];
+	char url[128];
+	int i, round, good = 0, nconn, first = 0;
+
+	http_max_host_connections_set(H, 32);
+	for (round = 0; round < 3; round++) {
+		nconn = nseen;
+		for (i = 0; i < 32; i++) {
+			snprintf(url, sizeof(url), "http://127.0.0.1:%d/echo?"
+			    "c=%d", port, i);
+			start(&r[i], HTTP_GET, url);
+		}
+		if (run())
+			for (i = 0; i < 32; i++)
+				good += r[i].done == 1 && r[i].status == 200;
+		for (i = 0; i < 32; i++)
+			result_reset(&r[i]);
+		if (round == 0)
+			first = nseen - nconn;
+		else if (round == 2)
+			is_int(nseen - nconn, 0, "a burst after a lull reuses "
+			    "every cached connection (%d opened by the first)",
+			    first);
+		/* The lull: one transfer at a time. */
+		snprintf(r[0].url, sizeof(r[0].url), "http://127.0.0.1:%d/echo",
+		    port);
+		r[0].chain = 4;
+		start(&r[0], HTTP_GET, r[0].url);
+		run();
+		result_reset(&r[0]);
+	}
+	is_int(good, 96, "3 bursts of 32 concurrent requests answered");
+	ok(first > 8 && first <= 32, "the first burst used up to 32 "
+	    "connections (%d), not the default 8", first);
+	http_max_host_connections_set(H, 0);
+}
+
 static void
 test_failures(int port, int hang_port, int reset_port, int garbage_port)
 {
@@ -958,6 +1003,7 @@ main(void)
 	test_roundtrip(port);
 	test_trace(port, dir);
 	test_concurrency(port);
+	test_connection_cache(port);
 	test_failures(port, hang_port, reset_port, garbage_port);
 	test_too_large(port);
 	test_retry_after(port);
