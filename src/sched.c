@@ -683,25 +683,59 @@ sched_auth_cb(struct ksef_result *r, void *arg)
 	sched_kick(s);
 }
 
-/* Is the context's access token good?  Starts a refresh when it is not. */
+/*
+ * Start the context's token renewal due at `due` (a refresh, or with `full`
+ * an authentication from scratch) unless one runs or a backoff holds it;
+ * else note when to look again.
+ */
+static void
+ctx_auth_at(struct sctx *c, int64_t due, int full, int64_t now, int64_t *next)
+{
+	if (c->auth_busy || ksef_ctx_auth_busy(c->k))
+		return;
+	if (due < c->auth_retry_at)
+		due = c->auth_retry_at;
+	if (due > now) {
+		if (due < *next)
+			*next = due;
+		return;
+	}
+	c->auth_busy = 1;
+	c->s->in_flight++;
+	if (full)
+		ksef_authenticate(c->k, sched_auth_cb, c);
+	else
+		ksef_token_refresh(c->k, sched_auth_cb, c);
+}
+
+/* Is the context's access token good?  Starts a renewal when it is not. */
 static int
 ctx_authed(struct sctx *c, int64_t now, int64_t *next)
 {
-	struct sched *s = c->s;
+	enum ksef_token_state st = ksef_ctx_token_state(c->k, now);
 
-	if (ksef_ctx_token_state(c->k, now) == KSEF_TOKEN_VALID)
+	if (st == KSEF_TOKEN_VALID)
 		return 1;
-	if (c->auth_busy || ksef_ctx_auth_busy(c->k))
-		return 0;
-	if (now < c->auth_retry_at) {
-		if (c->auth_retry_at < *next)
-			*next = c->auth_retry_at;
-		return 0;
-	}
-	c->auth_busy = 1;
-	s->in_flight++;
-	ksef_token_refresh(c->k, sched_auth_cb, c);
+	ctx_auth_at(c, now, st == KSEF_TOKEN_NONE, now, next);
 	return 0;
+}
+
+/*
+ * Renew the tokens of a context that holds some when they fall due, work or
+ * no work, so that an idle context keeps them fresh: the access token is
+ * refreshed, and when the refresh token is about to expire the context
+ * authenticates from scratch ahead of it.  Not during an outage
+ * (sched_outage_set() kicks when it ends).
+ */
+static void
+ctx_auth_keep(struct sctx *c, int64_t now, int64_t *next)
+{
+	int64_t due;
+
+	if (c->s->outage || !ksef_ctx_token_due(c->k, &due))
+		return;
+	ctx_auth_at(c, due, ksef_ctx_token_state(c->k, now) !=
+	    KSEF_TOKEN_REFRESH, now, next);
 }
 
 /* Keep KSeF's limits (GET /rate-limits) and apply them; log where they differ. */
@@ -1632,6 +1666,7 @@ sched_run(struct sched *s)
 		ctx_poll(c, now, &next);
 		ctx_upo(c, now, &next);
 		ctx_dup(c, now, &next);
+		ctx_auth_keep(c, now, &next);
 		ctx_limits_persist(c);
 	}
 	sched_timer_set(s, next, now);

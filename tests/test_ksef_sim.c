@@ -203,7 +203,7 @@ main(int argc, char **argv)
 	struct ksef_ctx *ctx, *bad;
 	struct http *http2;
 	size_t before;
-	int64_t fetched;
+	int64_t fetched, due;
 	struct record_session *sess;
 	struct ksef_invoice *inv;
 	struct ksef_query q;
@@ -269,11 +269,26 @@ main(int argc, char **argv)
 	    "access token refreshed");
 	wait_reset(&w);
 
-	/* States from expiry times: the margin counts. */
+	/*
+	 * States from expiry times: the margin counts, but a token is not
+	 * due before half its life (the margin here is 1 s).
+	 */
 	fetched = ctx->tok.access_expiry_ms;
+	ctx->access_at_ms = time_now_ms() - 60 * 1000;
 	ctx->tok.access_expiry_ms = time_now_ms() + 500;
 	is_int(ksef_ctx_token_state(ctx, time_now_ms()), KSEF_TOKEN_REFRESH,
 	    "access token inside the refresh margin: refresh due");
+	ok(ksef_ctx_token_due(ctx, &due) && due <= time_now_ms(),
+	    "... and due now");
+	ctx->access_at_ms = time_now_ms();
+	is_int(ksef_ctx_token_state(ctx, time_now_ms()), KSEF_TOKEN_VALID,
+	    "a token living less than the margin: not due at once");
+	ok(ksef_ctx_token_due(ctx, &due) && due > time_now_ms() &&
+	    due <= ctx->tok.access_expiry_ms, "... but at half its life");
+	ctx->access_at_ms = time_now_ms() - 300;
+	ctx->tok.access_expiry_ms = time_now_ms() + 200;
+	is_int(ksef_ctx_token_state(ctx, time_now_ms()), KSEF_TOKEN_REFRESH,
+	    "past half its life: refresh due");
 	ctx->tok.access_expiry_ms = fetched;
 	ok(ksef_ctx_token_expiry(ctx) == fetched, "token expiry reported");
 

@@ -135,6 +135,7 @@ ksef_tokens_drop(struct ksef_ctx *ctx)
 {
 	record_token_free(&ctx->tok);
 	memset(&ctx->tok, 0, sizeof(ctx->tok));
+	ctx->access_at_ms = ctx->refresh_at_ms = 0;
 }
 
 void
@@ -189,16 +190,52 @@ ksef_ctx_token_set(struct ksef_ctx *ctx, const struct record_token *t)
 	ctx->tok.refresh_expiry_ms = t->refresh_expiry_ms;
 }
 
+/*
+ * When a token that came at `at` and expires at `exp` wants renewing: the
+ * margin before its expiry, but not before half its life has passed (a
+ * margin as long as the life would renew it at once, again and again).
+ * `at` 0 (restored) or an expiry already past on arrival (or forced by a
+ * 401): the margin alone.
+ */
+static int64_t
+tok_due(const struct ksef_ctx *ctx, int64_t at, int64_t exp)
+{
+	int64_t due = exp - ctx->refresh_margin_ms;
+
+	if (at > 0 && exp > at && due < at + (exp - at) / 2)
+		due = at + (exp - at) / 2;
+	return due;
+}
+
 enum ksef_token_state
 ksef_ctx_token_state(const struct ksef_ctx *ctx, int64_t now)
 {
-	if (ctx->tok.access_token != NULL &&
-	    now + ctx->refresh_margin_ms < ctx->tok.access_expiry_ms)
+	if (ctx->tok.access_token != NULL && now < tok_due(ctx,
+	    ctx->access_at_ms, ctx->tok.access_expiry_ms))
 		return KSEF_TOKEN_VALID;
-	if (ctx->tok.refresh_token != NULL &&
-	    now + ctx->refresh_margin_ms < ctx->tok.refresh_expiry_ms)
+	if (ctx->tok.refresh_token != NULL && now < tok_due(ctx,
+	    ctx->refresh_at_ms, ctx->tok.refresh_expiry_ms))
 		return KSEF_TOKEN_REFRESH;
 	return KSEF_TOKEN_NONE;
+}
+
+int
+ksef_ctx_token_due(const struct ksef_ctx *ctx, int64_t *due)
+{
+	int64_t r;
+
+	if (ctx->tok.access_token == NULL)
+		*due = 0;	/* none, or a refresh token alone: at once */
+	else
+		*due = tok_due(ctx, ctx->access_at_ms,
+		    ctx->tok.access_expiry_ms);
+	if (ctx->tok.refresh_token != NULL) {
+		r = tok_due(ctx, ctx->refresh_at_ms,
+		    ctx->tok.refresh_expiry_ms);
+		if (r < *due)
+			*due = r;
+	}
+	return ctx->tok.access_token != NULL || ctx->tok.refresh_token != NULL;
 }
 
 int64_t

@@ -170,12 +170,23 @@ const char	*ksef_ctx_nip(const struct ksef_ctx *);
 /* Restore persisted tokens (copied). */
 void		 ksef_ctx_token_set(struct ksef_ctx *, const struct record_token *);
 
+/*
+ * A token is due for renewal the margin before it expires, but never before
+ * half its life has passed (so a margin longer than KSeF's TTL cannot make a
+ * renewal follow a renewal).
+ */
 enum ksef_token_state {
-	KSEF_TOKEN_VALID,	/* the access token is good for longer than the margin */
-	KSEF_TOKEN_REFRESH,	/* refresh due (or expired) and a refresh token is usable */
+	KSEF_TOKEN_VALID,	/* the access token is not due yet */
+	KSEF_TOKEN_REFRESH,	/* access token due (or expired), refresh token not */
 	KSEF_TOKEN_NONE,	/* authenticate from scratch */
 };
 enum ksef_token_state ksef_ctx_token_state(const struct ksef_ctx *, int64_t now_ms);
+/*
+ * When the context's tokens next fall due (wall clock ms): the earlier of the
+ * access token's and the refresh token's due times.  Returns 0 when it holds
+ * none.
+ */
+int		 ksef_ctx_token_due(const struct ksef_ctx *, int64_t *due_ms);
 /* Access token expiry (wall clock ms), 0 when there is none. */
 int64_t		 ksef_ctx_token_expiry(const struct ksef_ctx *);
 /* An authentication or refresh is in flight. */

@@ -96,6 +96,7 @@ auth_tokens_reply(struct ksef_op *op, struct http_response *r)
 	if (full) {
 		record_token_free(&ctx->tok);
 		ctx->tok = t;
+		ctx->refresh_at_ms = time_now_ms();
 	} else {
 		if (ctx->tok.access_token != NULL) {
 			explicit_wipe(ctx->tok.access_token,
@@ -105,6 +106,7 @@ auth_tokens_reply(struct ksef_op *op, struct http_response *r)
 		ctx->tok.access_token = t.access_token;
 		ctx->tok.access_expiry_ms = t.access_expiry_ms;
 	}
+	ctx->access_at_ms = time_now_ms();
 	log_info("ksef: %s: %s: access token valid for %lld s", ctx->nip,
 	    full ? "authenticated" : "access token refreshed",
 	    (long long)((ctx->tok.access_expiry_ms - time_now_ms()) / 1000));

@@ -181,6 +181,8 @@ struct ksef_ctx {
 	void		*token_arg;
 
 	struct record_token tok;
+	int64_t		 access_at_ms;	/* when tok's access token came; 0: restored */
+	int64_t		 refresh_at_ms;	/* ... and its refresh token */
 	struct ksef_key	 key_token;	/* KsefTokenEncryption */
 	struct ksef_key	 key_sym;	/* SymmetricKeyEncryption */
 	int64_t		 keys_fetched_ms;

@@ -122,7 +122,7 @@ struct sim {
 		unsigned long	 req[G_NGROUPS + 1];
 		unsigned long	 r429, faults[F_NKINDS], outage503;
 		unsigned long	 received, accepted, rejected, duplicate;
-		unsigned long	 opened, closed, auths;
+		unsigned long	 opened, closed, auths, refreshes;
 	} st;
 };
 
@@ -873,6 +873,7 @@ h_refresh(struct rq *q)
 		return;
 	a = tok_new(q->s, TOK_ACCESS, t->op, q->now + q->s->c.access_ttl);
 	t->op->last_refresh = q->now;
+	q->s->st.refreshes++;
 	reply_json(q, 200, json_pack("{s:o}", "accessToken", tokinfo(a)));
 }
 
@@ -2080,13 +2081,14 @@ stats_json(const struct sim *s)
 	for (k = 0; k < F_NKINDS; k++)
 		json_object_set_new(f, sim_fault_names[k], json_integer((json_int_t)s->st.faults[k]));
 	json_object_set_new(f, "outage503", json_integer((json_int_t)s->st.outage503));
-	return json_pack("{s:o,s:I,s:o,s:{s:I,s:I,s:I,s:I,s:I},s:{s:I,s:I},s:I}",
+	return json_pack("{s:o,s:I,s:o,s:{s:I,s:I,s:I,s:I,s:I},s:{s:I,s:I},s:I,s:I}",
 	    "requests", req, "responses429", (json_int_t)s->st.r429, "faults", f,
 	    "invoices", "received", (json_int_t)s->st.received,
 	    "accepted", (json_int_t)s->st.accepted, "rejected", (json_int_t)s->st.rejected,
 	    "duplicate", (json_int_t)s->st.duplicate, "queued", (json_int_t)s->nheap,
 	    "sessions", "opened", (json_int_t)s->st.opened, "closed", (json_int_t)s->st.closed,
-	    "authentications", (json_int_t)s->st.auths);
+	    "authentications", (json_int_t)s->st.auths,
+	    "refreshes", (json_int_t)s->st.refreshes);
 }
 
 static json_t *
