@@ -72,45 +72,49 @@ sim_b64url_encode(const void *p, size_t n)
 	    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_", 0);
 }
 
-static int
-b64val(int c)
+/* Value of a Base64 digit, 64 for anything else; built on first use. */
+static unsigned char b64_table[256];
+
+static void
+b64_table_init(void)
 {
-	if (c >= 'A' && c <= 'Z')
-		return c - 'A';
-	if (c >= 'a' && c <= 'z')
-		return c - 'a' + 26;
-	if (c >= '0' && c <= '9')
-		return c - '0' + 52;
-	if (c == '+')
-		return 62;
-	if (c == '/')
-		return 63;
-	return -1;
+	const char *d = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+	    "0123456789+/";
+	int i;
+
+	memset(b64_table, 64, sizeof(b64_table));
+	for (i = 0; i < 64; i++)
+		b64_table[(unsigned char)d[i]] = (unsigned char)i;
 }
 
+/* Strict Base64 (canonical padding): 0, or -1 for anything else. */
 int
 sim_b64_decode(const char *s, size_t n, unsigned char **outp, size_t *outlen)
 {
+	const unsigned char *in = (const unsigned char *)s;
 	unsigned char *out;
 	size_t i, o = 0, pad = 0;
-	int v[4], k;
+	unsigned v[4];
+	int k;
 
 	*outp = NULL;
 	*outlen = 0;
 	if (n % 4 != 0)
 		return -1;
+	if (b64_table['='] != 64)
+		b64_table_init();
 	if (n > 0 && s[n - 1] == '=')
 		pad++;
-	if (n > 1 && s[n - 2] == '=')
+	if (pad == 1 && n > 1 && s[n - 2] == '=')
 		pad++;
 	out = xmalloc(n / 4 * 3 + 1);
 	for (i = 0; i < n; i += 4) {
 		for (k = 0; k < 4; k++) {
-			if (i + k >= n - pad && s[i + k] == '=') {
-				v[k] = 0;
+			if (i + k >= n - pad) {
+				v[k] = 0;	/* the padding */
 				continue;
 			}
-			if ((v[k] = b64val((unsigned char)s[i + k])) < 0) {
+			if ((v[k] = b64_table[in[i + k]]) == 64) {
 				free(out);
 				return -1;
 			}
