@@ -405,6 +405,7 @@ struct rd {
 	const unsigned char	*start, *p, *end;
 	const struct rtype	*rt;
 	struct record_err	*err;
+	uint64_t		 only;	/* fields to read (bit per field); 0: all */
 };
 
 static int
@@ -836,8 +837,9 @@ codec_fill(struct rd *r, void *rec)
 		for (j = 0; j < rt->nfields; j++)
 			if (key_is(k, klen, rt->fields[j].name))
 				break;
-		if (j == rt->nfields) {
-			if (rd_skip(r, 1) == -1)	/* "v", "t", or from a newer ksefd */
+		if (j == rt->nfields ||
+		    (r->only != 0 && !(r->only & ((uint64_t)1 << j)))) {
+			if (rd_skip(r, 1) == -1)	/* "v", "t", from a newer ksefd, or not asked for */
 				return -1;
 			continue;
 		}
@@ -849,16 +851,20 @@ codec_fill(struct rd *r, void *rec)
 			return -1;
 	}
 	for (j = 0; j < rt->nfields; j++)
-		if ((rt->fields[j].flags & F_REQ) && !(seen & ((uint64_t)1 << j)))
+		if ((rt->fields[j].flags & F_REQ) && !(seen & ((uint64_t)1 << j)) &&
+		    (r->only == 0 || (r->only & ((uint64_t)1 << j))))
 			return rd_fail(r, REC_E_MISSING, "required field \"%s\" is missing",
 			    rt->fields[j].name);
 	return 0;
 }
 
-/* Decode into rec; on failure rec is left all zero and err says why. */
+/*
+ * Decode into rec (only the fields in the mask `only`, or all when it is 0);
+ * on failure rec is left all zero and err says why.
+ */
 static int
-codec_decode(const struct rtype *rt, const void *data, size_t len, void *rec,
-    struct record_err *err)
+codec_decode_only(const struct rtype *rt, const void *data, size_t len,
+    void *rec, uint64_t only, struct record_err *err)
 {
 	struct rd r;
 	int rc = -1;
@@ -871,6 +877,7 @@ codec_decode(const struct rtype *rt, const void *data, size_t len, void *rec,
 	r.end = r.start + len;
 	r.rt = rt;
 	r.err = err;
+	r.only = only;
 	if (data == NULL && len > 0)
 		rd_fail(&r, REC_E_GARBAGE, "no data");
 	else if (codec_check(&r) == 0) {
@@ -880,6 +887,37 @@ codec_decode(const struct rtype *rt, const void *data, size_t len, void *rec,
 	if (rc == -1)
 		codec_free(rt, rec);	/* leaves it all zero */
 	return rc;
+}
+
+static int
+codec_decode(const struct rtype *rt, const void *data, size_t len, void *rec,
+    struct record_err *err)
+{
+	return codec_decode_only(rt, data, len, rec, 0, err);
+}
+
+/* The bit of field `name` of rt for codec_decode_only(). */
+static uint64_t
+field_bit(const struct rtype *rt, const char *name)
+{
+	size_t j;
+
+	for (j = 0; j < rt->nfields; j++)
+		if (strcmp(rt->fields[j].name, name) == 0)
+			return (uint64_t)1 << j;
+	fatalx("record: %s has no field %s", rt->tag, name);
+}
+
+int
+record_invoice_peek(const void *data, size_t len, struct record_invoice *rec,
+    struct record_err *err)
+{
+	static uint64_t only;
+
+	if (only == 0)
+		only = field_bit(&rt_invoice, "state") |
+		    field_bit(&rt_invoice, "next_due_ms");
+	return codec_decode_only(&rt_invoice, data, len, rec, only, err);
 }
 
 /* The public quartets, one per record type. */

@@ -174,6 +174,13 @@ void	 record_invoice_encode(const struct record_invoice *, struct buf *out);
 int	 record_invoice_decode(const void *, size_t, struct record_invoice *,
 	    struct record_err *);
 void	 record_invoice_free(struct record_invoice *);
+/*
+ * The whole input checked as by _decode(), but only `state` and
+ * `next_due_ms` filled in (the rest zero; nothing to free): for the
+ * store's check of the stored version before a write.
+ */
+int	 record_invoice_peek(const void *, size_t, struct record_invoice *,
+	    struct record_err *);
 
 void	 record_audit_encode(const struct record_audit *, struct buf *out);
 int	 record_audit_decode(const void *, size_t, struct record_audit *,

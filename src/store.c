@@ -860,23 +860,39 @@ store_invoice_add(struct store *s, const struct record_invoice *inv, const void 
 	return rc;
 }
 
-/* Read the stored version of inv, which must exist and be in inv->state. */
+/*
+ * The state and due time of the stored version of inv, which must exist
+ * and be in inv->state: checked in place, nothing copied or allocated
+ * (it runs before every write of a record).  Nothing in *old to free.
+ */
 static int
 store_invoice_current(struct store *s, const struct record_invoice *inv,
     struct record_invoice *old, const char *what)
 {
+	struct record_err err;
+	MDB_txn *txn;
+	MDB_val k, v;
 	char hk[17];
 	int rc;
 
 	record_key_short(inv->key, hk);
-	if ((rc = store_invoice_get(s, inv->key, old)) == 1)
+	if ((txn = store_read_begin(s)) == NULL)
+		return -1;
+	k.mv_data = (void *)inv->key;
+	k.mv_size = INV_KEY_LEN;
+	if ((rc = mdb_get(txn, s->dbi[DB_INV], &k, &v)) == 0 &&
+	    (rc = record_invoice_peek(v.mv_data, v.mv_size, old, &err)) == -1)
+		log_warnx("store: invoice %s: %s", hk, err.msg);
+	store_read_end(s, txn);
+	if (rc == MDB_NOTFOUND)
 		log_warnx("store: %s of invoice %s: no such invoice", what, hk);
+	else if (rc != 0 && rc != -1)
+		log_warnx("store: %s of invoice %s: %s", what, hk, mdb_strerror(rc));
 	if (rc != 0)
 		return -1;
 	if (old->state != inv->state) {
 		log_warnx("store: %s of invoice %s: it is %s, the caller's copy says %s",
 		    what, hk, record_state_name(old->state), record_state_name(inv->state));
-		record_invoice_free(old);
 		return -1;
 	}
 	return 0;
@@ -895,7 +911,6 @@ store_invoice_transition(struct store *s, struct record_invoice *inv, enum inv_s
 	if (store_invoice_current(s, inv, &old, "transition") == -1)
 		return -1;
 	old_due = old.next_due_ms;
-	record_invoice_free(&old);
 	inv->state = to;
 	if (store_invoice_write(s, inv, old_due) == -1 ||
 	    store_audit_append(s, inv->key, from, to, detail) == -1) {
@@ -917,7 +932,6 @@ store_invoice_update(struct store *s, const struct record_invoice *inv)
 	if (store_invoice_current(s, inv, &old, "update") == -1)
 		return -1;
 	old_due = old.next_due_ms;
-	record_invoice_free(&old);
 	return store_invoice_write(s, inv, old_due);
 }
 

@@ -435,6 +435,40 @@ test_names(void)
 	is_str(hk, "abababababababab", "short key is 16 hex digits");
 }
 
+/* The store's check before a write: state and due time only, nothing allocated. */
+static void
+test_peek(void)
+{
+	struct record_invoice in;
+	struct record_err err;
+	struct buf b;
+	size_t n;
+
+	buf_init(&b);
+	record_invoice_encode(&inv_full, &b);
+	ok(record_invoice_peek(b.data, b.len, &in, &err) == 0 &&
+	    in.state == INV_ST_ACCEPTED && in.next_due_ms == 1795514500000LL,
+	    "peek: state and due time");
+	ok(in.number == NULL && in.session_ref == NULL && in.seller_nip[0] == '\0' &&
+	    in.attempts == 0 && in.hold == 0, "peek: nothing else filled in");
+	buf_reset(&b);
+	record_invoice_encode(&inv_min, &b);
+	ok(record_invoice_peek(b.data, b.len, &in, &err) == 0 &&
+	    in.state == inv_min.state && in.next_due_ms == inv_min.next_due_ms,
+	    "peek: a minimal record");
+	for (n = 0; n < b.len; n++)
+		if (record_invoice_peek(b.data, n, &in, &err) != -1 ||
+		    err.code != REC_E_TRUNCATED)
+			break;
+	is_int((int)n, (int)b.len, "peek: every prefix refused as truncated");
+	buf_reset(&b);
+	record_audit_encode(&ev_full, &b);
+	ok(record_invoice_peek(b.data, b.len, &in, &err) == -1 &&
+	    err.code == REC_E_KIND, "peek: another record type refused (%s)",
+	    err.msg);
+	buf_free(&b);
+}
+
 static void
 test_copy(void)
 {
@@ -462,6 +496,7 @@ main(void)
 	test_hostile();
 	test_mutations();
 	test_names();
+	test_peek();
 	test_copy();
 	record_invoice_free(&inv_full);
 	record_invoice_free(&inv_min);
