@@ -10,33 +10,47 @@
 #     either lifetime: while idle, ksefd authenticates from scratch ahead of
 #     the refresh token's expiry (never a refused refresh, never a 401),
 #     renewing at half a token's life rather than at once, again and again;
-#     an invoice afterwards reaches DONE.
+#     an invoice afterwards reaches DONE;
+#  3. two contexts, one removed by a reload: the removed one renews nothing
+#     any more, while the other keeps refreshing.
 # Everything is stopped at exit (trap); only 127.0.0.1.
 . "$top_srcdir/tests/lib.sh"
 . "$top_srcdir/tests/faults_lib.sh"
 
+NIP2=1234563218		# a second context (valid checksum)
+
 t_tmpdir
 fl_setup
+t_secret "$T_TMP/tok2" "20250101-EC-0000000002-0000000002-02|nip-$NIP2|idle-2"
+sed "s/$FL_NIP/$NIP2/" "$FL_TEMPLATE" >"$T_TMP/template2.xml"
 
 ctl() {
 	"$KSEFCTL" -s "$T_TMP/ksefd.sock" "$@"
 }
 
-# idle_start NAME MARGIN SIM-ARGS...: a fresh simulator and ksefd (new
-# database) with that refresh margin and nothing else to do when idle:
-# sessions stay open, no rate-limit fetches, no reconciliation.
+# idle_conf FILE MARGIN [EXTRA]: fl_conf's config with that refresh margin
+# and nothing else to do when idle: sessions stay open, no rate-limit
+# fetches, no reconciliation.
+idle_conf() {
+	fl_conf "$1" "[ksef]
+token_refresh_margin = $2
+[session]
+idle_timeout = 1h
+[limits]
+enabled = no
+${3:-}"
+}
+
+# idle_start NAME MARGIN SIM-ARGS...: a fresh simulator (which also takes
+# the second context's token) and ksefd on $T_TMP/NAME.conf (idle_conf
+# with IDLE_EXTRA) with a new database.
 idle_start() {
 	_in=$1 _im=$2
 	shift 2
 	ok "$_in: simulator starts" fl_sim_start --limits off --auth-delay 0 \
-	    --processing-delay 20ms "$@"
+	    --processing-delay 20ms --token "$NIP2:$(cat "$T_TMP/tok2")" "$@"
 	rm -rf "$T_TMP/db"
-	fl_conf "$T_TMP/$_in.conf" "[ksef]
-token_refresh_margin = $_im
-[session]
-idle_timeout = 1h
-[limits]
-enabled = no"
+	idle_conf "$T_TMP/$_in.conf" "$_im" "${IDLE_EXTRA:-}"
 	ok "$_in: ksefd starts" ksefd_start -f "$T_TMP/$_in.conf"
 }
 
@@ -132,5 +146,40 @@ is "$(sim_count 'POST /v2/auth/token/refresh -> [^2]')" 0 \
     "reauth: no refresh was refused (none with an expired refresh token)"
 ok "reauth: the simulator registered 4 invoices, each once" fl_exactly_once 4
 idle_stop reauth
+
+# --- 3. a context removed by a reload renews nothing ---------------------
+
+# nip_log NIP ERE: lines of ksefd's log after $mark about NIP matching ERE.
+nip_log() {
+	tail -n "+$((mark + 1))" "$KSEFD_LOG" | grep -cE " ksef: $1: $2"
+}
+refreshed_at_least() {
+	[ "$(nip_log "$1" 'access token refreshed')" -ge "$2" ]
+}
+
+: >"$FL_SIM_LOG"
+: >"$KSEFD_LOG"
+FL_TRACE=ksef IDLE_EXTRA="[context $NIP2]
+token_file = $T_TMP/tok2" idle_start removed 1s --access-ttl 2s
+FL_TRACE=ksef idle_conf "$T_TMP/removed-after.conf" 1s
+ok "removed: 2 invoices accepted for the first context" fl_post DA 2
+"$FL_LOADGEN" -s "$T_TMP/ksefd.sock" -t "$T_TMP/template2.xml" -c 2 -n 2 \
+    -d 2 -p DB >"$T_TMP/lg-DB" 2>&1
+like "$T_TMP/lg-DB" '"201":2[,}]' "removed: 2 invoices accepted for the second"
+ok "removed: all 4 DONE" wait_until 30 fl_done_is 4
+mark=0
+ok "removed: the second context refreshes while idle" \
+    wait_until 10 refreshed_at_least $NIP2 1
+cp "$T_TMP/removed-after.conf" "$T_TMP/removed.conf"
+kill -HUP "$KSEFD_PID"
+ok "removed: reloaded without the second context" \
+    wait_log "$KSEFD_LOG" "reloaded configuration" 10
+mark=$(grep -n "reloaded configuration" "$KSEFD_LOG" | tail -1 | cut -d: -f1)
+ok "removed: the first context refreshes on" \
+    wait_until 10 refreshed_at_least $FL_NIP 4
+is "$(nip_log $NIP2 '(token refresh|authenticate): (GET|POST) ')" 0 \
+    "removed: no renewal request for the removed context after the reload"
+is "$(sim_count ' -> 401')" 0 "removed: the simulator answered no 401"
+idle_stop removed
 
 done_testing
