@@ -296,7 +296,10 @@ http_curl_socket_cb(CURL *easy, curl_socket_t fd, int what, void *arg,
 			fatalx("http: event_new failed");
 		LIST_INSERT_HEAD(&h->socks, s, entry);
 		curl_multi_assign(h->multi, fd, s);
-	} else {
+	} else if (event_get_events(s->ev) == ev &&
+	    event_pending(s->ev, EV_READ | EV_WRITE, NULL))
+		return 0;	/* already watched for that: no epoll_ctl pair */
+	else {
 		event_del(s->ev);
 		event_assign(s->ev, h->base, fd, ev, http_socket_cb, s);
 	}
