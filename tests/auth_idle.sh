@@ -12,7 +12,10 @@
 #     renewing at half a token's life rather than at once, again and again;
 #     an invoice afterwards reaches DONE;
 #  3. two contexts, one removed by a reload: the removed one renews nothing
-#     any more, while the other keeps refreshing.
+#     any more, while the other keeps refreshing;
+#  4. refreshes failing (503) while idle: retried with backoff, not in a
+#     storm; once KSeF answers again the token is refreshed and an invoice
+#     reaches DONE.
 # Everything is stopped at exit (trap); only 127.0.0.1.
 . "$top_srcdir/tests/lib.sh"
 . "$top_srcdir/tests/faults_lib.sh"
@@ -181,5 +184,40 @@ is "$(nip_log $NIP2 '(token refresh|authenticate): (GET|POST) ')" 0 \
     "removed: no renewal request for the removed context after the reload"
 is "$(sim_count ' -> 401')" 0 "removed: the simulator answered no 401"
 idle_stop removed
+
+# --- 4. refreshes failing while idle --------------------------------------
+
+: >"$FL_SIM_LOG"
+idle_start failing 1s --access-ttl 2s
+ok "failing: 2 invoices accepted" fl_post FA 2
+ok "failing: both DONE" wait_until 30 fl_done_is 2
+ok "failing: authentication requests answered 503 from now on" \
+    fl_sim_faults '{"rules":[{"group":"public","kind":"503","every":1,"count":100000}]}'
+refused_at_least() {
+	[ "$(sim_count 'POST /v2/auth/token/refresh -> 503')" -ge "$1" ]
+}
+ok "failing: refreshes tried again and again while idle" \
+    wait_until 20 refused_at_least 6
+# The gaps between the first six attempts, from the simulator's log: the
+# backoff (50 ms to 1 s, fl_conf) allows none shorter than 50 ms; a storm
+# would show gaps of a millisecond or two.
+python3 - "$FL_SIM_LOG" >"$T_TMP/gaps" <<'PY'
+import datetime, re, sys
+rx = re.compile(r"^(\S+) sim: POST /v2/auth/token/refresh -> 503")
+t = [datetime.datetime.strptime(m.group(1), "%Y-%m-%dT%H:%M:%S.%f").timestamp()
+     for m in map(rx.match, open(sys.argv[1], errors="replace")) if m][:6]
+print("gaps", " ".join(str(int(round((b - a) * 1000))) for a, b in zip(t, t[1:])))
+PY
+diag "failing: ms between refresh attempts: $(cat "$T_TMP/gaps")"
+like "$T_TMP/gaps" '^gaps( [0-9]+){5}$' "failing: five gaps measured"
+unlike "$T_TMP/gaps" ' ([0-9]|[1-3][0-9])( |$)' \
+    "failing: retried with backoff, never within 40 ms (no storm)"
+r0=$(fl_stat refreshes)
+ok "failing: faults cleared" fl_sim_faults '{"clear":true}'
+ok "failing: refreshed again once KSeF answers" \
+    wait_until 20 refreshes_at_least $((r0 + 1))
+ok "failing: one more invoice accepted" fl_post FB 1
+ok "failing: it is DONE" wait_until 30 fl_done_is 3
+idle_stop failing
 
 done_testing
