@@ -83,6 +83,7 @@ static const struct key keys[] = {
 	{ "retry", "max_age", K_DUR, OFF(max_age), "7d", MIN_1MS, NOMAX, 0 },
 	{ "poll", "auth_interval", K_DUR, OFF(poll_auth_interval), "1s", MIN_1MS, NOMAX, 0 },
 	{ "poll", "status_interval", K_DUR, OFF(poll_status_interval), "10s", MIN_1MS, NOMAX, 0 },
+	{ "poll", "single_max", K_INT, OFF(poll_single_max), "10", 0, 1000, 0 },
 	{ "session", "idle_timeout", K_DUR, OFF(session_idle_timeout), "10m", MIN_1MS, NOMAX, 0 },
 	{ "session", "max_lifetime", K_DUR, OFF(session_max_lifetime), "11h", MIN_1MS, 12 * 3600 * 1000LL, 0 },
 	{ "session", "max_invoices", K_INT, OFF(session_max_invoices), "10000", 1, 10000, 0 },

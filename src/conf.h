@@ -80,6 +80,7 @@ struct conf {
 	/* [poll] */
 	int64_t		 poll_auth_interval;
 	int64_t		 poll_status_interval;
+	int64_t		 poll_single_max;	/* per-invoice status up to this many pending */
 	/* [session] */
 	int64_t		 session_idle_timeout;
 	int64_t		 session_max_lifetime;

@@ -10,7 +10,8 @@
  * KSEFD_FAILPOINT_SEED.  Names used: sending-committed (after a SENDING
  * commit, before the send), send-response (after KSeF answered a send,
  * before that answer is committed), upo-start (after ACCEPTED committed,
- * before the UPO is fetched), status-response (after a status page arrived).
+ * before the UPO is fetched), status-response (after a status page or one
+ * invoice's status arrived).
  */
 #ifndef KSEFD_FAILPOINT_H
 #define KSEFD_FAILPOINT_H

@@ -21,6 +21,7 @@
 
 #define SCHED_NFORMS		2	/* INV_FORM_FA3, INV_FORM_FA2 */
 #define SCHED_PAGE_SIZE		1000	/* session invoice list page */
+#define SCHED_POLL_TOP_EVERY	8	/* every Nth listing round reads from the top */
 /*
  * UPO downloads at once per context: as many as sends, or the UPOs fall
  * behind (scripts/bench pipeline: with 16 against 64 sends, thousands of
@@ -75,16 +76,26 @@ struct job {
 	char		*orig_session;	/* duplicate: where the original is */
 };
 
-/* A session whose invoices are being polled. */
+/*
+ * A session whose invoices are being polled: in listing rounds (pages of
+ * GET /sessions/{ref}/invoices), or, when few are pending, one
+ * GET /sessions/{ref}/invoices/{invRef} each (see ctx_poll).
+ */
 struct strack {
 	struct sctx	*c;
 	char		*ref;
 	struct job	*jobs;		/* SUBMITTED and in-doubt SENDING */
 	size_t		 njobs;
 	int64_t		 next_poll;
-	int		 busy;		/* a page request under way */
+	unsigned	 busy;		/* requests under way: a page, or statuses */
+	int		 soon;		/* statuses: poll again at once, not later */
 	uint64_t	 round;		/* listing rounds started */
-	char		*cont;		/* continuation token of the round */
+	int		 in_round;	/* a listing round is under way */
+	int		 from_top;	/* ... and it started at the first page */
+	char		*cont;		/* continuation token of the next page */
+	char		*mark;		/* the round's first page with a pending job */
+	int		 marked;	/* mark is set (NULL: the first page) */
+	char		*resume;	/* where the next round starts (NULL: the top) */
 	struct strack	*next;
 };
 
@@ -304,8 +315,12 @@ track_get(struct sctx *c, const char *ref)
 	struct strack *t;
 
 	for (t = c->tracks; t != NULL; t = t->next)
-		if (strcmp(t->ref, ref) == 0)
+		if (strcmp(t->ref, ref) == 0) {
+			if (t->njobs == 0 && !t->busy)	/* kept idle */
+				t->next_poll = time_now_ms() +
+				    c->s->conf->poll_status_interval;
 			return t;
+		}
 	t = xcalloc(1, sizeof(*t));
 	t->c = c;
 	t->ref = xstrdup(ref);
@@ -316,21 +331,47 @@ track_get(struct sctx *c, const char *ref)
 }
 
 static void
+track_free(struct strack *t)
+{
+	free(t->ref);
+	free(t->cont);
+	free(t->mark);
+	free(t->resume);
+	free(t);
+}
+
+/* Is t's session one its context sends into? */
+static int
+track_open(const struct strack *t)
+{
+	int f;
+
+	for (f = 0; f < SCHED_NFORMS; f++)
+		if (t->c->sess[f].rs != NULL &&
+		    strcmp(t->c->sess[f].rs->session_ref, t->ref) == 0)
+			return 1;
+	return 0;
+}
+
+/*
+ * Forget a track with nothing left to poll and nothing under way; one of an
+ * open session keeps its resume point for the invoices still to come
+ * (ctx_poll frees it once the session is closed).
+ */
+static void
 track_free_maybe(struct strack *t)
 {
 	struct sctx *c = t->c;
 	struct strack **pp;
 
-	if (t->njobs > 0 || t->busy)
+	if (t->njobs > 0 || t->busy || (t->resume != NULL && track_open(t)))
 		return;
 	for (pp = &c->tracks; *pp != NULL; pp = &(*pp)->next)
 		if (*pp == t) {
 			*pp = t->next;
 			break;
 		}
-	free(t->ref);
-	free(t->cont);
-	free(t);
+	track_free(t);
 }
 
 static void
@@ -614,6 +655,22 @@ ctx_limit_ok(struct sctx *c, int group, int64_t now, int64_t *next)
 	if (t < *next)
 		*next = t;
 	return 0;
+}
+
+/* Is group free to start n requests at once (no pause, room in every window)? */
+static int
+ctx_limit_room(struct sctx *c, int group, long n, int64_t now)
+{
+	int64_t room[RL_NWIN];
+	int w;
+
+	if (ratelimit_next_allowed(c->rl[group], now) > now)
+		return 0;
+	ratelimit_headroom(c->rl[group], now, room);
+	for (w = 0; w < RL_NWIN; w++)
+		if (room[w] >= 0 && room[w] < n)
+			return 0;
+	return 1;
 }
 
 static void
@@ -1337,6 +1394,41 @@ job_resolved(struct sched *s, struct job *j, const struct ksef_invoice *ki)
 	job_apply(s, j, ki);
 }
 
+/* A page failed: forget the round under way and where the next would start. */
+static void
+track_round_drop(struct strack *t, const struct ksef_result *r)
+{
+	log_trace(TRACE_SCHED, "sched: session %s: list page failed (%s): the "
+	    "next round starts from the top", t->ref,
+	    ksef_outcome_name(r->outcome));
+	free(t->cont);
+	free(t->mark);
+	free(t->resume);
+	t->cont = t->mark = t->resume = NULL;
+	t->marked = 0;
+	t->in_round = 0;
+}
+
+/* Does a page list an invoice of t that is still pending (after applying it)? */
+static int
+poll_page_pending(struct sched *s, const struct strack *t,
+    const struct ksef_result *r)
+{
+	const struct job *j;
+	size_t i;
+
+	for (i = 0; i < r->ninvoices; i++) {
+		if (r->invoices[i].reference == NULL)
+			continue;
+		j = map_get(s->refs, r->invoices[i].reference,
+		    strlen(r->invoices[i].reference));
+		if (j != NULL && j->st == t)
+			return 1;
+	}
+	return 0;
+}
+
+/* A page of a session's invoice list; the last one ends the round. */
 static void
 poll_cb(struct ksef_result *r, void *arg)
 {
@@ -1346,6 +1438,7 @@ poll_cb(struct ksef_result *r, void *arg)
 	struct job *j, *jn;
 	struct ksef_invoice *ki;
 	int64_t now = time_now_ms();
+	char *tok;
 	size_t i;
 
 	FAILPOINT("status-response");
@@ -1372,15 +1465,30 @@ poll_cb(struct ksef_result *r, void *arg)
 				job_resolved(s, j, ki);
 			}
 		}
-		free(t->cont);
+		if (!t->marked && poll_page_pending(s, t, r)) {
+			t->mark = t->cont != NULL ? xstrdup(t->cont) : NULL;
+			t->marked = 1;
+		}
+		tok = t->cont;		/* the token that led to this page */
 		t->cont = r->continuation;
 		r->continuation = NULL;
 		if (t->cont != NULL) {
+			free(tok);
 			t->next_poll = now;	/* next page at once */
 			break;
 		}
-		/* The whole list was read: what is in doubt and absent was lost. */
-		for (j = t->jobs; j != NULL; j = jn) {
+		/* The round is over: the next starts at its mark, else at this page. */
+		free(t->resume);
+		if (t->marked) {
+			t->resume = t->mark;
+			free(tok);
+		} else
+			t->resume = tok;
+		t->mark = NULL;
+		t->marked = 0;
+		t->in_round = 0;
+		/* A whole list read from the top: what is in doubt and absent was lost. */
+		for (j = t->jobs; j != NULL && t->from_top; j = jn) {
 			jn = j->snext;
 			if (j->in_doubt && !j->busy && j->seen_round != t->round &&
 			    t->round > j->doubt_round) {
@@ -1392,6 +1500,7 @@ poll_cb(struct ksef_result *r, void *arg)
 		t->next_poll = now + s->conf->poll_status_interval;
 		break;
 	case KSEF_RETRY_AFTER:
+		/* Not an answer about the token: the same page, later. */
 		ctx_limit_pause(c, RL_GROUP_SESSION_INVOICE_LIST, r->retry_at_ms);
 		t->next_poll = r->retry_at_ms;
 		break;
@@ -1403,43 +1512,175 @@ poll_cb(struct ksef_result *r, void *arg)
 				job_requeue(s, j, now, 0, "in doubt, and KSeF does "
 				    "not know its session: send again");
 		}
-		free(t->cont);
-		t->cont = NULL;
+		track_round_drop(t, r);
 		t->next_poll = now + s->conf->poll_status_interval;
 		break;
 	default:
-		free(t->cont);
-		t->cont = NULL;
+		track_round_drop(t, r);
 		t->next_poll = now + s->conf->poll_status_interval;
 		break;
 	}
-	t->busy = 0;
+	t->busy--;
 	track_free_maybe(t);
 	sched_kick(s);
 }
 
-/* Poll the sessions of a context whose poll is due. */
+/* May this job's status be asked on its own (SUBMITTED, referenced, idle)? */
+static int
+job_single_ok(const struct job *j)
+{
+	return !j->in_doubt && !j->busy && j->state == INV_ST_SUBMITTED &&
+	    j->invoice_ref != NULL;
+}
+
+/* How many of t's jobs may be asked on their own; -1 if one is in doubt. */
+static long
+track_singles(const struct strack *t)
+{
+	const struct job *j;
+	long n = 0;
+
+	for (j = t->jobs; j != NULL; j = j->snext) {
+		if (j->in_doubt)
+			return -1;
+		n += job_single_ok(j);
+	}
+	return n;
+}
+
+/* Start a listing round: at the resume point, or at the top (see ctx_poll). */
+static void
+track_round_start(struct strack *t)
+{
+	t->round++;
+	t->in_round = 1;
+	t->from_top = t->resume == NULL || t->round % SCHED_POLL_TOP_EVERY == 0 ||
+	    track_singles(t) < 0;
+	free(t->cont);
+	t->cont = t->from_top ? NULL : xstrdup(t->resume);
+	free(t->mark);
+	t->mark = NULL;
+	t->marked = 0;
+	log_trace(TRACE_SCHED, "sched: session %s: listing round %llu %s",
+	    t->ref, (unsigned long long)t->round, t->from_top ? "from the top" :
+	    "resumed");
+}
+
+/* One invoice's status (few pending): applied as a list entry would be. */
+static void
+status_cb(struct ksef_result *r, void *arg)
+{
+	struct job *j = arg;
+	struct strack *t = j->st;	/* fixed while j is busy */
+	struct sctx *c = j->c;
+	struct sched *s = c->s;
+	int64_t now = time_now_ms();
+
+	FAILPOINT("status-response");
+	s->in_flight--;
+	j->busy = 0;
+	if (r->ninvoices == 1 && r->outcome == KSEF_TRANSIENT)
+		breaker_success(&c->br, &s->bp);	/* KSeF cancelled it */
+	else
+		ctx_outcome(c, r);
+	if (r->ninvoices == 1)
+		job_apply(s, j, &r->invoices[0]);	/* may free j */
+	else if (r->outcome == KSEF_RETRY_AFTER) {
+		ctx_limit_pause(c, RL_GROUP_INVOICE_STATUS, r->retry_at_ms);
+		t->soon = 1;	/* the pause holds it back */
+	} else if (r->outcome == KSEF_AUTH_EXPIRED)
+		t->soon = 1;
+	if (--t->busy == 0) {
+		t->next_poll = t->soon ? now : now + s->conf->poll_status_interval;
+		track_free_maybe(t);
+	}
+	sched_kick(s);
+}
+
+/* Ask for each pending invoice of t on its own; 0 when the limiter stopped it. */
+static int
+ctx_poll_singles(struct sctx *c, struct strack *t, int64_t now, int64_t *next)
+{
+	struct sched *s = c->s;
+	struct job *j;
+
+	t->soon = 0;
+	for (j = t->jobs; j != NULL; j = j->snext) {
+		if (!job_single_ok(j))
+			continue;
+		if (!ctx_limit_ok(c, RL_GROUP_INVOICE_STATUS, now, next)) {
+			t->soon = 1;	/* the rest as soon as it allows */
+			break;
+		}
+		ctx_limit_record(c, RL_GROUP_INVOICE_STATUS, now);
+		j->busy = 1;
+		t->busy++;
+		s->in_flight++;
+		ksef_invoice_status(c->k, t->ref, j->invoice_ref, status_cb, j);
+	}
+	if (t->busy > 0)
+		log_trace(TRACE_SCHED, "sched: session %s: %u invoice statuses "
+		    "asked one by one", t->ref, t->busy);
+	return !t->soon;
+}
+
+/*
+ * Poll the sessions of a context whose poll is due.
+ *
+ * With few pending (at most poll.single_max SUBMITTED invoices, none in
+ * doubt) each is asked for on its own: a small answer each instead of
+ * pages of up to 1000 entries.  Else, and when the invoice_status group
+ * has no room for all of them (its limits are tight: 120/min, 1200/h), a
+ * listing round reads the session's invoice list page by page.
+ *
+ * KSeF's list, like the simulator's, holds a session's invoices in the order
+ * they were taken (ordinal number), and a continuation token is a position
+ * in it (the simulator's is the offset).  So an invoice of ours still
+ * pending is on or after the first page where the last round saw one
+ * pending, or, when it saw none, on or after its last page (sent since):
+ * the next round starts there, and a long session is not read from the top
+ * every time.  Nothing promises that order (API.md names none), hence:
+ *  - while a send is in doubt rounds start at the top: only a whole list
+ *    read after the doubt arose shows that KSeF does not have it (poll_cb);
+ *  - every SCHED_POLL_TOP_EVERY-th round starts at the top anyway, so an
+ *    invoice listed where we did not expect it is late, never lost;
+ *  - any answer but OK to a page forgets the resume point (KSeF may refuse
+ *    a token it no longer likes), except a 429, which repeats the page later.
+ */
 static void
 ctx_poll(struct sctx *c, int64_t now, int64_t *next)
 {
 	struct sched *s = c->s;
 	struct strack *t, *tn;
+	long n;
 
 	for (t = c->tracks; t != NULL; t = tn) {
 		tn = t->next;
-		if (t->busy || t->njobs == 0)
+		if (t->njobs == 0) {
+			track_free_maybe(t);	/* t may be gone */
+			continue;
+		}
+		if (t->busy)
 			continue;
 		if (t->next_poll > now) {
 			if (t->next_poll < *next)
 				*next = t->next_poll;
 			continue;
 		}
-		if (!ctx_authed(c, now, next) ||
-		    !ctx_limit_ok(c, RL_GROUP_SESSION_INVOICE_LIST, now, next))
+		if (!ctx_authed(c, now, next))
 			return;
-		if (t->cont == NULL)
-			t->round++;
-		t->busy = 1;
+		if (!t->in_round && (n = track_singles(t)) > 0 &&
+		    n <= s->conf->poll_single_max &&
+		    ctx_limit_room(c, RL_GROUP_INVOICE_STATUS, n, now)) {
+			if (!ctx_poll_singles(c, t, now, next))
+				return;
+			continue;
+		}
+		if (!ctx_limit_ok(c, RL_GROUP_SESSION_INVOICE_LIST, now, next))
+			return;
+		if (!t->in_round)
+			track_round_start(t);
+		t->busy++;
 		ctx_limit_record(c, RL_GROUP_SESSION_INVOICE_LIST, now);
 		s->in_flight++;
 		ksef_session_invoices(c->k, t->ref, t->cont, SCHED_PAGE_SIZE, 0,
@@ -1882,9 +2123,7 @@ sched_jobs_clear(struct sched *s)
 		c->upo = c->dup = NULL;
 		for (t = c->tracks; t != NULL; t = tn) {
 			tn = t->next;
-			free(t->ref);
-			free(t->cont);
-			free(t);
+			track_free(t);
 		}
 		c->tracks = NULL;
 	}

@@ -193,6 +193,7 @@ test_defaults(void)
 	is_int(c->max_age, 7 * 86400000LL, "retry.max_age");
 	is_int(c->poll_auth_interval, 1000, "poll.auth_interval");
 	is_int(c->poll_status_interval, 10000, "poll.status_interval");
+	is_int(c->poll_single_max, 10, "poll.single_max");
 	is_int(c->session_idle_timeout, 600000, "session.idle_timeout");
 	is_int(c->session_max_lifetime, 11 * 3600000LL, "session.max_lifetime");
 	is_int(c->session_max_invoices, 10000, "session.max_invoices");

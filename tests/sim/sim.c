@@ -123,6 +123,7 @@ struct sim {
 		unsigned long	 r429, faults[F_NKINDS], outage503;
 		unsigned long	 received, accepted, rejected, duplicate;
 		unsigned long	 opened, closed, auths, refreshes;
+		unsigned long	 listed;	/* entries served by invoice lists */
 	} st;
 };
 
@@ -1414,8 +1415,10 @@ h_invoice_list(struct rq *q, const char *ref, int failed)
 	list = failed ? ss->failed : ss->inv;
 	n = failed ? ss->nfailed : ss->ninv;
 	arr = json_array();
-	for (k = off; k < n && k < off + (size_t)ps; k++)
+	for (k = off; k < n && k < off + (size_t)ps; k++) {
 		json_array_append_new(arr, inv_json(q->s, list[k], q->now));
+		q->s->st.listed++;
+	}
 	j = json_pack("{s:o}", "invoices", arr);
 	if (off + (size_t)ps < n) {
 		c = xasprintf("{\"o\":%zu}", off + (size_t)ps);
@@ -2072,7 +2075,7 @@ h_latarnia(struct rq *q, const char *rest)
 static json_t *
 stats_json(const struct sim *s)
 {
-	json_t *req = json_object(), *f = json_object();
+	json_t *req = json_object(), *f = json_object(), *j;
 	int k;
 
 	for (k = 0; k < G_NGROUPS; k++)
@@ -2081,7 +2084,7 @@ stats_json(const struct sim *s)
 	for (k = 0; k < F_NKINDS; k++)
 		json_object_set_new(f, sim_fault_names[k], json_integer((json_int_t)s->st.faults[k]));
 	json_object_set_new(f, "outage503", json_integer((json_int_t)s->st.outage503));
-	return json_pack("{s:o,s:I,s:o,s:{s:I,s:I,s:I,s:I,s:I},s:{s:I,s:I},s:I,s:I}",
+	j = json_pack("{s:o,s:I,s:o,s:{s:I,s:I,s:I,s:I,s:I},s:{s:I,s:I},s:I,s:I}",
 	    "requests", req, "responses429", (json_int_t)s->st.r429, "faults", f,
 	    "invoices", "received", (json_int_t)s->st.received,
 	    "accepted", (json_int_t)s->st.accepted, "rejected", (json_int_t)s->st.rejected,
@@ -2089,6 +2092,8 @@ stats_json(const struct sim *s)
 	    "sessions", "opened", (json_int_t)s->st.opened, "closed", (json_int_t)s->st.closed,
 	    "authentications", (json_int_t)s->st.auths,
 	    "refreshes", (json_int_t)s->st.refreshes);
+	json_object_set_new(j, "listedInvoices", json_integer((json_int_t)s->st.listed));
+	return j;
 }
 
 static json_t *
