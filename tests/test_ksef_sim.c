@@ -467,6 +467,32 @@ main(int argc, char **argv)
 	    w.res.sess.state == KSEF_SESS_OPEN, "session status: open");
 	wait_reset(&w);
 
+	/*
+	 * A late 401 for a token already replaced: the request left with the
+	 * old token, the renewal came back first; the new token stays good.
+	 */
+	ok(sim_control("{\"expireTokens\":true,\"rules\":[{\"group\":"
+	    "\"sessionMisc\",\"kind\":\"slow\",\"ms\":600,\"count\":1}]}") ==
+	    200, "expire tokens; the next status answer comes late");
+	ksef_session_status(ctx, sess->session_ref, wait_cb, &w);
+	ksef_token_refresh(ctx, wait_cb, &w2);
+	ok(wait_for(&w2, "renewal")->outcome == KSEF_OK && !w.done,
+	    "renewed while the old token's request was out");
+	wait_reset(&w2);
+	ok(wait_for(&w, "late 401")->outcome == KSEF_AUTH_EXPIRED,
+	    "the old token's request: auth-expired");
+	wait_reset(&w);
+	if (!ok(ksef_ctx_token_state(ctx, time_now_ms()) == KSEF_TOKEN_VALID,
+	    "the late 401 did not spoil the new token")) {
+		ksef_token_refresh(ctx, wait_cb, &w2);	/* for the rest */
+		wait_for(&w2, "renewal after a spoilt token");
+		wait_reset(&w2);
+	}
+	ksef_session_status(ctx, sess->session_ref, wait_cb, &w);
+	ok(wait_for(&w, "status")->outcome == KSEF_OK,
+	    "the new token works with no renewal in between");
+	wait_reset(&w);
+
 	/* Key rotation: 21470, keys fetched again, the retry works. */
 	snprintf(old_key, sizeof(old_key), "%s", ctx->key_sym.id);
 	ok(sim_control("{\"rotateKey\":true}") == 200, "rotate keys");

@@ -188,6 +188,7 @@ ksef_ctx_token_set(struct ksef_ctx *ctx, const struct record_token *t)
 		ctx->tok.refresh_token = xstrdup(t->refresh_token);
 	ctx->tok.access_expiry_ms = t->access_expiry_ms;
 	ctx->tok.refresh_expiry_ms = t->refresh_expiry_ms;
+	ctx->access_gen++;
 }
 
 /*
@@ -399,11 +400,14 @@ ksef_op_reply(struct ksef_op *op, struct http_response *r)
 
 	if (ksef_reply_check(r, time_now_ms(), &op->res) == 0)
 		return 0;
+	/*
+	 * Refresh before the next request, not after its 401 -- unless the
+	 * 401 is for a token already replaced (a request that left before
+	 * the renewal): the new one is good.
+	 */
 	if (op->res.outcome == KSEF_AUTH_EXPIRED &&
-	    ctx->tok.access_token != NULL) {
-		/* Refresh before the next request, not after its 401. */
+	    ctx->tok.access_token != NULL && op->bearer_gen == ctx->access_gen)
 		ctx->tok.access_expiry_ms = 0;
-	}
 	if (op->res.code == 21470 && op->rotated != NULL && !op->retried) {
 		log_info("ksef: %s: KSeF no longer accepts our public key; "
 		    "fetching keys again", ctx->nip);
@@ -424,8 +428,10 @@ ksef_op_bearer(struct ksef_op *op)
 	struct ksef_ctx *ctx = op->ctx;
 
 	if (ctx->tok.access_token != NULL &&
-	    time_now_ms() < ctx->tok.access_expiry_ms)
+	    time_now_ms() < ctx->tok.access_expiry_ms) {
+		op->bearer_gen = ctx->access_gen;
 		return ctx->tok.access_token;
+	}
 	ksef_result_set(&op->res, KSEF_AUTH_EXPIRED, "no valid access token");
 	ksef_op_done(op);
 	return NULL;

@@ -107,6 +107,7 @@ auth_tokens_reply(struct ksef_op *op, struct http_response *r)
 		ctx->tok.access_expiry_ms = t.access_expiry_ms;
 	}
 	ctx->access_at_ms = time_now_ms();
+	ctx->access_gen++;
 	log_info("ksef: %s: %s: access token valid for %lld s", ctx->nip,
 	    full ? "authenticated" : "access token refreshed",
 	    (long long)((ctx->tok.access_expiry_ms - time_now_ms()) / 1000));

@@ -182,6 +182,7 @@ struct ksef_ctx {
 
 	struct record_token tok;
 	int64_t		 access_at_ms;	/* when tok's access token came; 0: restored */
+	uint64_t	 access_gen;	/* bumped with every new access token */
 	int64_t		 refresh_at_ms;	/* ... and its refresh token */
 	struct ksef_key	 key_token;	/* KsefTokenEncryption */
 	struct ksef_key	 key_sym;	/* SymmetricKeyEncryption */
@@ -209,6 +210,7 @@ struct ksef_op {
 	void		(*next)(struct ksef_op *);	/* after a keys fetch */
 	void		(*rotated)(struct ksef_op *);	/* after 21470 and new keys */
 	int		 retried;	/* 21470 handled once */
+	uint64_t	 bearer_gen;	/* ctx->access_gen of the token it carries */
 	void		*data;		/* auth state */
 	void		(*data_free)(void *);
 };
