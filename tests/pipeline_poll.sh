@@ -9,7 +9,9 @@
 #     invoice pending instead of reading the list from the top, so the
 #     simulator serves far fewer list entries than rounds from the top would
 #     read (ksefd's sched trace counts the rounds); every 8th round still
-#     starts at the top, and so does the round after a failed page.
+#     starts at the top, and so does the round after a failed page;
+#  4. few pending, but the invoice_status limits have no room for them all:
+#     the list again.
 # In-doubt resolution over whole lists: pipeline_faults.sh, pipeline_crash.sh.
 . "$top_srcdir/tests/lib.sh"
 t_tmpdir
@@ -101,6 +103,25 @@ diag "rounds after a failed page, and of them from the top: $(cat "$T_TMP/after"
 ok "rounds followed failed pages" test "$(cut -d' ' -f1 "$T_TMP/after")" -ge 2
 ok "each started from the top" \
     test "$(cut -d' ' -f1 "$T_TMP/after")" = "$(cut -d' ' -f2 "$T_TMP/after")"
+
+# --- 4. few pending, but no room in the invoice_status limits: the list ------
+
+lines=$(wc -l <"$KSEFD_LOG")
+sed -i 's/^enabled = no$/enabled = yes\nwindows = 1s 1s 1s\ninvoice_status = 2 - -/' \
+    "$T_TMP/ksefd.conf"
+kill -HUP "$KSEFD_PID"
+reloaded() {
+	tail -n "+$((lines + 1))" "$KSEFD_LOG" | grep -q "reloaded configuration"
+}
+ok "reloaded: limits on, invoice_status 2 a second" wait_until 10 reloaded
+st1=$(req invoiceStatus) li1=$(req sessionInvoiceList)
+size=$((size + 5))
+ok "5 more invoices accepted" fl_post TIGHT 5
+ok "all $size DONE" wait_until 30 fl_done_is $size
+st2=$(req invoiceStatus) li2=$(req sessionInvoiceList)
+diag "invoiceStatus $st1 -> $st2, sessionInvoiceList $li1 -> $li2"
+is "$st2" "$st1" "no room for 5 statuses: none asked one by one"
+ok "the session's invoice list instead" test "$li2" -gt "$li1"
 
 ok "the simulator registered each invoice exactly once" fl_exactly_once $size
 unlike "$KSEFD_LOG" 'AddressSanitizer|runtime error' "no sanitizer report"
