@@ -27,18 +27,12 @@
  * re-running callers' code keeps it correct whatever the callers did with
  * their in-memory state meanwhile.  The price is a copy of each value until
  * the commit, which is bounded by what one loop pass writes.
- *
- * The map is writable (MDB_WRITEMAP) and its disk blocks are allocated
- * (posix_fallocate) when it is opened or grows, so a full disk is an error
- * there rather than a SIGBUS on a store into the map; the database file
- * takes storage.map_size on disk from the start.
  */
 #include "config.h"
 
 #include <sys/stat.h>
 
 #include <errno.h>
-#include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -170,24 +164,6 @@ store_txn_begin(struct store *s, unsigned int flags, MDB_txn **txn)
 
 /* ---- opening ---- */
 
-/*
- * Allocate the disk blocks of the whole map.  The map is writable
- * (MDB_WRITEMAP, see store_open()), and a store through it into a hole of
- * a full disk is a SIGBUS, not an error: with the blocks allocated first, a
- * full disk shows up here, as an error, at open or when the map grows.
- * 0, or an errno.
- */
-static int
-store_reserve(struct store *s, size_t size)
-{
-	mdb_filehandle_t fd;
-	int rc;
-
-	if ((rc = mdb_env_get_fd(s->env, &fd)) != 0)
-		return rc;
-	return posix_fallocate(fd, 0, (off_t)size);
-}
-
 /* Open the databases and check (or write) the schema version; read the last audit seq. */
 static int
 store_init_schema(struct store *s, char *err, size_t errlen)
@@ -303,23 +279,11 @@ store_open(struct event_base *base, const char *path, size_t map_size, int flags
 		free(s);
 		return NULL;
 	}
-	/*
-	 * Pages are written in place through a writable map, with no read-ahead
-	 * (it maps the file in large page-cache folios): with pwrite() of page
-	 * copies into such folios, the kernel wrote back whole folios at each
-	 * fsync, ten times the bytes, and the loop waited in fsync twice as
-	 * long (doc/performance.md).
-	 */
 	if ((rc = mdb_env_set_maxdbs(s->env, DB_COUNT)) != 0 ||
 	    (rc = mdb_env_set_mapsize(s->env, s->map_size)) != 0 ||
-	    (rc = mdb_env_open(s->env, path, MDB_WRITEMAP | MDB_NORDAHEAD |
-	    ((flags & STORE_F_NOSYNC) ? MDB_NOSYNC : 0), 0600)) != 0) {
-		if (rc == ENOSPC || rc == EFBIG || rc == EDQUOT)
-			errf(err, errlen, "store: %s: cannot allocate the %zu bytes "
-			    "of the database map (storage.map_size): %s", path,
-			    s->map_size, mdb_strerror(rc));
-		else
-			errf(err, errlen, "store: %s: %s", path, mdb_strerror(rc));
+	    (rc = mdb_env_open(s->env, path,
+	    (flags & STORE_F_NOSYNC) ? MDB_NOSYNC : 0, 0600)) != 0) {
+		errf(err, errlen, "store: %s: %s", path, mdb_strerror(rc));
 		goto fail;
 	}
 	if ((rc = mdb_reader_check(s->env, &dead)) != 0) {
@@ -333,12 +297,6 @@ store_open(struct event_base *base, const char *path, size_t map_size, int flags
 		goto fail;
 	if (mdb_env_info(s->env, &info) == 0 && info.me_mapsize > s->map_size)
 		s->map_size = info.me_mapsize;
-	if ((rc = store_reserve(s, s->map_size)) != 0) {
-		errf(err, errlen, "store: %s: cannot allocate the %zu bytes of "
-		    "the database map (storage.map_size): %s", path, s->map_size,
-		    mdb_strerror(rc));
-		goto fail;
-	}
 	if (base != NULL && (s->commit_ev = event_new(base, -1, 0, store_commit_cb, s)) == NULL)
 		fatalx("store: event_new failed");
 	if (flags & STORE_F_NOSYNC)
@@ -435,19 +393,8 @@ store_group_regrow(struct store *s)
 		old = s->map_size;
 		if (old > SIZE_MAX / 2)
 			return MDB_MAP_FULL;
-		/*
-		 * The blocks first: LMDB's resize truncates the file to the new
-		 * size, and when that fails it is left without a map at all.
-		 */
-		if ((rc = store_reserve(s, old * 2)) != 0) {
-			log_warnx("store: database map full, and its growth from "
-			    "%zu to %zu bytes failed: %s", old, old * 2,
-			    mdb_strerror(rc));
-			return MDB_MAP_FULL;
-		}
 		if ((rc = mdb_env_set_mapsize(s->env, old * 2)) != 0)
-			fatalx("store: growing the database map to %zu bytes: %s",
-			    old * 2, mdb_strerror(rc));
+			return rc;
 		s->map_size = old * 2;
 		s->st.grows++;
 		log_info("store: database map full, grown from %zu to %zu bytes", old,
