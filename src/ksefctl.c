@@ -1153,27 +1153,19 @@ ctl_cmd_reload(struct ctl *ctl, const struct ctl_cmd *cmd, int argc, char **argv
 static int
 ctl_date_parse(const char *s, int64_t *out)
 {
-	struct tm tm;
-	int y, mo, d, h = 0, mi = 0, sec = 0, n = 0;
+	char iso[32];
 	size_t len = strlen(s);
 
-	if (sscanf(s, "%4d-%2d-%2d%n", &y, &mo, &d, &n) != 3 || n != 10)
+	if (len == 10)
+		snprintf(iso, sizeof(iso), "%sT00:00:00Z", s);
+	else if (len == 19)
+		snprintf(iso, sizeof(iso), "%sZ", s);
+	else if (len == 20 && s[19] == 'Z')
+		snprintf(iso, sizeof(iso), "%s", s);
+	else
 		return -1;
-	if ((size_t)n < len && (sscanf(s + n, "T%2d:%2d:%2d%n", &h, &mi, &sec,
-	    &n) != 3 || (strcmp(s + 10 + n, "") != 0 &&
-	    strcmp(s + 10 + n, "Z") != 0)))
+	if (time_parse_iso(iso, out) == -1 || *out < 0)
 		return -1;
-	if (mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 ||
-	    sec > 60 || h < 0 || mi < 0 || sec < 0 || y < 1970)
-		return -1;
-	memset(&tm, 0, sizeof(tm));
-	tm.tm_year = y - 1900;
-	tm.tm_mon = mo - 1;
-	tm.tm_mday = d;
-	tm.tm_hour = h;
-	tm.tm_min = mi;
-	tm.tm_sec = sec;
-	*out = (int64_t)timegm(&tm) * 1000;
 	return 0;
 }
 

@@ -76,42 +76,6 @@ struct reconcile {
 static void reconcile_ctx_begin(struct reconcile *);
 static void reconcile_step(struct reconcile *);
 
-/* ISO-8601 date-time (KSeF's) to ms since the epoch; -1 if it is not one. */
-static int
-reconcile_time_parse(const char *s, int64_t *out)
-{
-	struct tm tm;
-	int y, mo, d, h, mi, sec, n = 0, oh, om;
-	int64_t ms = 0, scale = 100, off = 0;
-	const char *p;
-
-	if (s == NULL || sscanf(s, "%4d-%2d-%2dT%2d:%2d:%2d%n", &y, &mo, &d,
-	    &h, &mi, &sec, &n) != 6 || n == 0)
-		return -1;
-	p = s + n;
-	if (*p == '.')
-		for (p++; *p >= '0' && *p <= '9'; p++, scale /= 10)
-			ms += (*p - '0') * scale;
-	if (*p == 'Z')
-		p++;
-	else if ((*p == '+' || *p == '-') && sscanf(p + 1, "%2d:%2d", &oh,
-	    &om) == 2) {
-		off = (oh * 60 + om) * 60000LL * (*p == '-' ? -1 : 1);
-		p += 6;
-	}
-	if (*p != '\0')
-		return -1;
-	memset(&tm, 0, sizeof(tm));
-	tm.tm_year = y - 1900;
-	tm.tm_mon = mo - 1;
-	tm.tm_mday = d;
-	tm.tm_hour = h;
-	tm.tm_min = mi;
-	tm.tm_sec = sec;
-	*out = (int64_t)timegm(&tm) * 1000 + ms - off;
-	return 0;
-}
-
 /* A finding: counted, logged, an audit event and an alert. */
 static void
 reconcile_finding(struct reconcile *r, enum finding f, const char *nip,
@@ -160,8 +124,8 @@ reconcile_load_cb(const struct record_invoice *inv, void *arg)
 	l->hold = inv->hold;
 	l->ksef_number = inv->ksef_number ? xstrdup(inv->ksef_number) : NULL;
 	ksef_invoice_hash(inv->xml_sha256, l->hash);
-	if (reconcile_time_parse(inv->storage_date, &l->t_ms) == -1 &&
-	    reconcile_time_parse(inv->acquisition_date, &l->t_ms) == -1)
+	if (time_parse_iso(inv->storage_date, &l->t_ms) == -1 &&
+	    time_parse_iso(inv->acquisition_date, &l->t_ms) == -1)
 		l->t_ms = 0;
 	l->since_ms = inv->first_attempt_ms ? inv->first_attempt_ms :
 	    inv->received_ms;

@@ -258,6 +258,74 @@ time_fmt_iso(int64_t ms, char *out, size_t outlen)
 	snprintf(out, outlen, "%s.%03dZ", tmp, (int)(ms % 1000));
 }
 
+/* n digits at s into *v; -1 unless they are all digits. */
+static int
+digits(const char *s, int n, int *v)
+{
+	int i;
+
+	*v = 0;
+	for (i = 0; i < n; i++) {
+		if (!isdigit((unsigned char)s[i]))
+			return -1;
+		*v = *v * 10 + (s[i] - '0');
+	}
+	return 0;
+}
+
+int
+time_parse_iso(const char *s, int64_t *ms)
+{
+	static const int mdays[] = { 31, 29, 31, 30, 31, 30, 31, 31, 30,
+	    31, 30, 31 };
+	int y, mo, d, h, mi, sec, frac = 0, nfrac = 0, oh, om, sign;
+	struct tm tm;
+	int64_t t;
+
+	if (s == NULL || strlen(s) < 20 || digits(s, 4, &y) || s[4] != '-' ||
+	    digits(s + 5, 2, &mo) || s[7] != '-' || digits(s + 8, 2, &d) ||
+	    s[10] != 'T' || digits(s + 11, 2, &h) || s[13] != ':' ||
+	    digits(s + 14, 2, &mi) || s[16] != ':' ||
+	    digits(s + 17, 2, &sec))
+		return -1;
+	s += 19;
+	if (*s == '.') {
+		for (s++; isdigit((unsigned char)*s); s++, nfrac++) {
+			if (nfrac >= 7)
+				return -1;
+			if (nfrac < 3)
+				frac = frac * 10 + (*s - '0');
+		}
+		if (nfrac == 0)
+			return -1;
+		for (; nfrac < 3; nfrac++)
+			frac *= 10;
+	}
+	if (mo < 1 || mo > 12 || d < 1 || d > mdays[mo - 1] ||
+	    (mo == 2 && d == 29 && !(y % 4 == 0 && (y % 100 != 0 ||
+	    y % 400 == 0))) || h > 23 || mi > 59 || sec > 60)
+		return -1;
+	if (*s == 'Z' && s[1] == '\0')
+		oh = om = 0, sign = 1;
+	else if ((*s == '+' || *s == '-') && digits(s + 1, 2, &oh) == 0 &&
+	    ((s[3] == ':' && digits(s + 4, 2, &om) == 0 && s[6] == '\0') ||
+	    (digits(s + 3, 2, &om) == 0 && s[5] == '\0')) && oh <= 23 &&
+	    om <= 59)
+		sign = *s == '+' ? 1 : -1;
+	else
+		return -1;
+	memset(&tm, 0, sizeof(tm));
+	tm.tm_year = y - 1900;
+	tm.tm_mon = mo - 1;
+	tm.tm_mday = d;
+	tm.tm_hour = h;
+	tm.tm_min = mi;
+	tm.tm_sec = sec;
+	t = (int64_t)timegm(&tm) - sign * (oh * 3600 + om * 60);
+	*ms = t * 1000 + frac;
+	return 0;
+}
+
 char *
 file_read_secret(const char *path, char *err, size_t errlen)
 {

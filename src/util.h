@@ -48,6 +48,11 @@ int64_t	 time_now_ms(void);	/* wall clock, Unix epoch */
 int64_t	 time_mono_ms(void);	/* monotonic */
 /* ISO-8601 UTC with milliseconds, e.g. 2026-11-24T10:00:00.000Z; out >= 32 bytes. */
 void	 time_fmt_iso(int64_t ms, char *out, size_t outlen);
+/*
+ * ISO-8601 date-time as KSeF writes it, YYYY-MM-DDTHH:MM:SS[.f{1,7}] with Z
+ * or a +HH:MM / +HHMM offset, into ms since the epoch; -1 if it is not one.
+ */
+int	 time_parse_iso(const char *s, int64_t *ms);
 
 /*
  * Read a secret from a file that must be a regular file not readable or

@@ -102,7 +102,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t len)
 		ksef_error_free(&e);
 	if (len < 100) {
 		s = xstrndup((const char *)data, len);
-		(void)ksef_json_time(s, &ms);
+		(void)time_parse_iso(s, &ms);
 		free(s);
 	}
 	fuzz_reply(data, len, 200);

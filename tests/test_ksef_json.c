@@ -63,7 +63,7 @@ test_time(void)
 
 	for (i = 0; i < nitems(t); i++) {
 		ms = 0;
-		rc = ksef_json_time(t[i].s, &ms);
+		rc = time_parse_iso(t[i].s, &ms);
 		ok((rc == 0) == t[i].ok && (!t[i].ok || ms == t[i].ms),
 		    "time \"%s\" %s", t[i].s, t[i].ok ? "parses" : "refused");
 	}

@@ -115,8 +115,6 @@ int	 ksef_json_rate_limits(const void *, size_t,
 /* Either error format; -1 when the body is neither. */
 int	 ksef_json_error(const void *, size_t, struct ksef_error *);
 void	 ksef_error_free(struct ksef_error *);
-/* ISO-8601 date-time with 0-7 fraction digits and Z or an offset. */
-int	 ksef_json_time(const char *, int64_t *ms);
 
 /* ---- ksef_json.c: request builders (caller frees) ---- */
 char	*ksef_json_ksef_token_req(const char *challenge, const char *nip,
