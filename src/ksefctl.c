@@ -369,6 +369,41 @@ ctl_server_error(const struct http_sync_resp *resp, const json_t *j)
 	fputc('\n', stderr);
 }
 
+/* ksefd's JSON answer as it is, ending in a newline (--json). */
+static void
+ctl_put_body(const struct http_sync_resp *resp)
+{
+	fwrite(resp->body.data, 1, resp->body.len, stdout);
+	if (resp->body.len == 0 || resp->body.data[resp->body.len - 1] != '\n')
+		putchar('\n');
+}
+
+/*
+ * METHOD /v1/invoices/ID[/SUFFIX] for cmd, the id checked first (an empty
+ * JSON body for a POST).  CTL_EXIT_OK with *resp to free, or the exit
+ * status.
+ */
+static int
+ctl_invoice_request(struct ctl *ctl, const struct ctl_cmd *cmd,
+    const char *id, const char *method, const char *suffix,
+    struct http_sync_resp *resp)
+{
+	char *path;
+	int post = strcmp(method, "POST") == 0, rc;
+
+	if (!ctl_id_valid(id)) {
+		fprintf(stderr, "ksefctl: %s: `%s' is not an invoice id (64 hex "
+		    "digits)\n", cmd->name, log_escape(id, strlen(id), 80));
+		return CTL_EXIT_USAGE;
+	}
+	path = xasprintf("/v1/invoices/%s%s%s", id, suffix ? "/" : "",
+	    suffix ? suffix : "");
+	rc = ctl_request(ctl, method, path, post ? "application/json" : NULL,
+	    post ? "" : NULL, 0, resp);
+	free(path);
+	return rc == -1 ? CTL_EXIT_UNREACHABLE : CTL_EXIT_OK;
+}
+
 /* One file named for submit; err is set when it could not even be looked at. */
 struct ctl_file {
 	char		*path;
@@ -891,22 +926,13 @@ ctl_cmd_show(struct ctl *ctl, const struct ctl_cmd *cmd, int argc, char **argv)
 {
 	struct http_sync_resp resp;
 	json_t *j;
-	char *path;
-	int rc = CTL_EXIT_OK;
+	int rc;
 
 	if (argc != 2)
 		return ctl_usage_cmd(cmd);
-	if (!ctl_id_valid(argv[1])) {
-		fprintf(stderr, "ksefctl: show: `%s' is not an invoice id (64 hex "
-		    "digits)\n", log_escape(argv[1], strlen(argv[1]), 80));
-		return CTL_EXIT_USAGE;
-	}
-	path = xasprintf("/v1/invoices/%s", argv[1]);
-	if (ctl_request(ctl, "GET", path, NULL, NULL, 0, &resp) == -1) {
-		free(path);
-		return CTL_EXIT_UNREACHABLE;
-	}
-	free(path);
+	if ((rc = ctl_invoice_request(ctl, cmd, argv[1], "GET", NULL,
+	    &resp)) != CTL_EXIT_OK)
+		return rc;
 	j = ctl_resp_json(&resp);
 	if (resp.status == 404) {
 		fprintf(stderr, "ksefctl: no invoice with id %s\n", argv[1]);
@@ -914,11 +940,9 @@ ctl_cmd_show(struct ctl *ctl, const struct ctl_cmd *cmd, int argc, char **argv)
 	} else if (resp.status != 200 || !json_is_object(j)) {
 		ctl_server_error(&resp, j);
 		rc = CTL_EXIT_FAIL;
-	} else if (ctl->json) {
-		fwrite(resp.body.data, 1, resp.body.len, stdout);
-		if (resp.body.len == 0 || resp.body.data[resp.body.len - 1] != '\n')
-			putchar('\n');
-	} else
+	} else if (ctl->json)
+		ctl_put_body(&resp);
+	else
 		ctl_show_print(j);
 	json_decref(j);
 	http_sync_resp_free(&resp);
@@ -932,24 +956,15 @@ ctl_cmd_upo(struct ctl *ctl, const struct ctl_cmd *cmd, int argc, char **argv)
 	struct http_sync_resp resp;
 	const char *out = NULL;
 	json_t *j;
-	char *path;
-	int rc = CTL_EXIT_OK;
+	int rc;
 
 	if (argc == 4 && strcmp(argv[2], "-o") == 0)
 		out = argv[3];
 	else if (argc != 2)
 		return ctl_usage_cmd(cmd);
-	if (!ctl_id_valid(argv[1])) {
-		fprintf(stderr, "ksefctl: upo: `%s' is not an invoice id (64 hex "
-		    "digits)\n", log_escape(argv[1], strlen(argv[1]), 80));
-		return CTL_EXIT_USAGE;
-	}
-	path = xasprintf("/v1/invoices/%s/upo", argv[1]);
-	if (ctl_request(ctl, "GET", path, NULL, NULL, 0, &resp) == -1) {
-		free(path);
-		return CTL_EXIT_UNREACHABLE;
-	}
-	free(path);
+	if ((rc = ctl_invoice_request(ctl, cmd, argv[1], "GET", "upo",
+	    &resp)) != CTL_EXIT_OK)
+		return rc;
 	if (resp.status != 200) {
 		j = ctl_resp_json(&resp);
 		ctl_server_error(&resp, j);
@@ -974,33 +989,20 @@ ctl_invoice_action(struct ctl *ctl, const struct ctl_cmd *cmd, int argc,
 {
 	struct http_sync_resp resp;
 	json_t *j;
-	char *path;
-	int rc = CTL_EXIT_OK;
+	int rc;
 
 	if (argc != 2)
 		return ctl_usage_cmd(cmd);
-	if (!ctl_id_valid(argv[1])) {
-		fprintf(stderr, "ksefctl: %s: `%s' is not an invoice id (64 hex "
-		    "digits)\n", cmd->name, log_escape(argv[1], strlen(argv[1]),
-		    80));
-		return CTL_EXIT_USAGE;
-	}
-	path = xasprintf("/v1/invoices/%s/%s", argv[1], cmd->name);
-	if (ctl_request(ctl, "POST", path, "application/json", "", 0,
-	    &resp) == -1) {
-		free(path);
-		return CTL_EXIT_UNREACHABLE;
-	}
-	free(path);
+	if ((rc = ctl_invoice_request(ctl, cmd, argv[1], "POST", cmd->name,
+	    &resp)) != CTL_EXIT_OK)
+		return rc;
 	j = ctl_resp_json(&resp);
 	if (resp.status != 200 || !json_is_object(j)) {
 		ctl_server_error(&resp, j);
 		rc = CTL_EXIT_FAIL;
-	} else if (ctl->json) {
-		fwrite(resp.body.data, 1, resp.body.len, stdout);
-		if (resp.body.len == 0 || resp.body.data[resp.body.len - 1] != '\n')
-			putchar('\n');
-	} else
+	} else if (ctl->json)
+		ctl_put_body(&resp);
+	else
 		printf("%s: %s%s\n", argv[1], ctl_jstr(j, "state") ?
 		    ctl_jstr(j, "state") : "?", done);
 	json_decref(j);
@@ -1634,11 +1636,9 @@ ctl_cmd_status(struct ctl *ctl, const struct ctl_cmd *cmd, int argc,
 	if (resp.status != 200 || !json_is_array(ctxs)) {
 		ctl_server_error(&resp, j);
 		rc = CTL_EXIT_FAIL;
-	} else if (ctl->json) {
-		fwrite(resp.body.data, 1, resp.body.len, stdout);
-		if (resp.body.len == 0 || resp.body.data[resp.body.len - 1] != '\n')
-			putchar('\n');
-	} else {
+	} else if (ctl->json)
+		ctl_put_body(&resp);
+	else {
 		printf("KSeF requests in flight: %lld\n", (long long)
 		    json_integer_value(json_object_get(j, "requests_in_flight")));
 		last = json_object_get(j, "availability");
