@@ -44,6 +44,8 @@ fl_cleanup() {
 }
 
 fl_setup() {
+	[ -x "$FL_SIM" ] || skip_all "ksef-sim not built"
+	command -v python3 >/dev/null || skip_all "python3 not available"
 	trap fl_cleanup EXIT
 	sim_mkcert "$T_TMP/tls" || bail "cannot make the test CA and certificate"
 	t_secret "$T_TMP/token" "20250101-EC-0000000001-0000000001-01|nip-$FL_NIP|faults"

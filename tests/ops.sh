@@ -9,8 +9,6 @@
 t_tmpdir
 . "$top_srcdir/tests/faults_lib.sh"
 
-[ -x "$FL_SIM" ] || skip_all "ksef-sim not built"
-command -v python3 >/dev/null || skip_all "python3 not available"
 fl_setup
 
 CONF=$T_TMP/ksefd.conf
