@@ -74,6 +74,13 @@ struct job {
 	char		*ksef_number;
 	char		*upo_url;	/* presigned, from the status listing */
 	char		*orig_session;	/* duplicate: where the original is */
+	/*
+	 * SUBMITTED in the store, but KSeF has numbered it: the acceptance is
+	 * held here and written with the UPO in one transaction, or on its
+	 * own when the first UPO attempt fails (see job_apply).
+	 */
+	int		 acc_held;
+	char		*acq_date, *storage_date;
 };
 
 /*
@@ -437,6 +444,8 @@ job_free(struct sched *s, struct job *j)
 	free(j->ksef_number);
 	free(j->upo_url);
 	free(j->orig_session);
+	free(j->acq_date);
+	free(j->storage_date);
 	free(j);
 }
 
@@ -492,11 +501,27 @@ job_save(struct sched *s, struct job *j, struct record_invoice *inv,
     enum inv_state to, const char *fmt, ...)
     __attribute__((format(printf, 5, 6)));
 
+/* After a record write (r: its result): commit hook, job state, counts. */
+static int
+job_saved(struct sched *s, struct job *j, int r, enum inv_state to)
+{
+	if (r != 0) {
+		s->resync = 1;
+		return -1;
+	}
+	store_on_commit(s->store, sched_commit_cb, s);
+	s->st.per_state[j->state]--;
+	s->st.per_state[to]++;
+	j->state = to;
+	return 0;
+}
+
 static int
 job_save(struct sched *s, struct job *j, struct record_invoice *inv,
     enum inv_state to, const char *fmt, ...)
 {
 	char detail[512], key[17];
+	enum inv_state from = j->state;
 	va_list ap;
 	int r;
 
@@ -508,18 +533,64 @@ job_save(struct sched *s, struct job *j, struct record_invoice *inv,
 	else
 		r = store_invoice_transition(s->store, inv, to, detail);
 	record_invoice_free(inv);
-	if (r != 0) {
-		s->resync = 1;
+	if (job_saved(s, j, r, to) == -1)
 		return -1;
-	}
-	store_on_commit(s->store, sched_commit_cb, s);
 	job_short(j, key);
-	if (to != j->state)
-		log_info("sched: %s %s -> %s: %s", key,
-		    record_state_name(j->state), record_state_name(to), detail);
-	s->st.per_state[j->state]--;
-	s->st.per_state[to]++;
-	j->state = to;
+	if (to != from)
+		log_info("sched: %s %s -> %s: %s", key, record_state_name(from),
+		    record_state_name(to), detail);
+	return 0;
+}
+
+/* Put a held acceptance (job_apply) into the record. */
+static void
+job_accept_fields(const struct job *j, struct record_invoice *inv)
+{
+	record_str_set(&inv->ksef_number, j->ksef_number);
+	record_str_set(&inv->acquisition_date, j->acq_date);
+	record_str_set(&inv->storage_date, j->storage_date);
+}
+
+/* The UPO did not come at the first try: write the held acceptance now. */
+static int
+job_accept(struct sched *s, struct job *j)
+{
+	struct record_invoice inv;
+
+	if (job_load(s, j, &inv) == -1)
+		return -1;
+	job_accept_fields(j, &inv);
+	inv.next_due_ms = time_now_ms();
+	j->acc_held = 0;
+	return job_save(s, j, &inv, INV_ST_ACCEPTED, "KSeF number %s",
+	    j->ksef_number ? j->ksef_number : "?");
+}
+
+/* The UPO is stored: DONE, through ACCEPTED when that was held; frees inv. */
+static int
+job_done(struct sched *s, struct job *j, struct record_invoice *inv, size_t upolen)
+{
+	char acc[160], detail[64], key[17];
+	enum inv_state from = j->state;
+	int r;
+
+	inv->upo_present = 1;
+	inv->next_due_ms = 0;
+	snprintf(detail, sizeof(detail), "UPO stored (%zu bytes)", upolen);
+	if (!j->acc_held)
+		return job_save(s, j, inv, INV_ST_DONE, "%s", detail);
+	job_accept_fields(j, inv);
+	snprintf(acc, sizeof(acc), "KSeF number %s",
+	    j->ksef_number ? j->ksef_number : "?");
+	r = store_invoice_transition_via(s->store, inv, INV_ST_ACCEPTED, acc,
+	    INV_ST_DONE, detail);
+	record_invoice_free(inv);
+	if (job_saved(s, j, r, INV_ST_DONE) == -1)
+		return -1;
+	j->acc_held = 0;
+	job_short(j, key);
+	log_info("sched: %s %s -> ACCEPTED -> DONE: %s; %s", key,
+	    record_state_name(from), acc, detail);
 	return 0;
 }
 
@@ -1333,25 +1404,28 @@ static void dup_start(struct sched *, struct job *, const struct ksef_invoice *)
 static void
 job_apply(struct sched *s, struct job *j, const struct ksef_invoice *ki)
 {
-	struct record_invoice inv;
 	int64_t now = time_now_ms();
+	char key[17];
 
 	switch (ki->outcome) {
 	case KSEF_PROCESSED:
-		if (job_load(s, j, &inv) == -1)
-			return;
-		record_str_set(&inv.ksef_number, ki->ksef_number);
-		record_str_set(&inv.acquisition_date, ki->acquisition_date);
-		record_str_set(&inv.storage_date, ki->storage_date);
-		inv.next_due_ms = now;
+		/*
+		 * Held, not written: the UPO is fetched at once and ACCEPTED
+		 * goes to the store with DONE in one write (upo_cb), which
+		 * spares a record write per invoice.  Until then the store
+		 * says SUBMITTED, so a crash only means asking KSeF again.
+		 */
 		record_str_set(&j->ksef_number, ki->ksef_number);
+		record_str_set(&j->acq_date, ki->acquisition_date);
+		record_str_set(&j->storage_date, ki->storage_date);
 		record_str_set(&j->upo_url, ki->upo_url);
+		j->acc_held = 1;
 		job_untrack(j);
-		if (job_save(s, j, &inv, INV_ST_ACCEPTED, "KSeF number %s",
-		    ki->ksef_number ? ki->ksef_number : "?") == 0) {
-			j->due = now;
-			list_add(j, JL_UPO);
-		}
+		job_short(j, key);
+		log_info("sched: %s numbered %s by KSeF; fetching its UPO", key,
+		    ki->ksef_number ? ki->ksef_number : "?");
+		j->due = now;
+		list_add(j, JL_UPO);
 		break;
 	case KSEF_REJECTED:
 		job_untrack(j);
@@ -1701,15 +1775,14 @@ upo_cb(struct ksef_result *r, void *arg)
 	c->upo_busy--;
 	j->busy = 0;
 	ctx_outcome(c, r);
+	if (r->outcome != KSEF_OK && j->acc_held)
+		job_accept(s, j);	/* on failure a resync reloads it */
 	switch (r->outcome) {
 	case KSEF_OK:
 		if (store_upo_put(s->store, j->key, r->body.data, r->body.len) != 0 ||
 		    job_load(s, j, &inv) == -1)
 			break;
-		inv.upo_present = 1;
-		inv.next_due_ms = 0;
-		if (job_save(s, j, &inv, INV_ST_DONE, "UPO stored (%zu bytes)",
-		    r->body.len) == 0) {
+		if (job_done(s, j, &inv, r->body.len) == 0) {
 			job_free(s, j);
 			sched_kick(s);
 			return;

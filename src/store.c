@@ -898,9 +898,10 @@ store_invoice_current(struct store *s, const struct record_invoice *inv,
 	return 0;
 }
 
-int
-store_invoice_transition(struct store *s, struct record_invoice *inv, enum inv_state to,
-    const char *detail)
+/* The record written once in state `to`; the audit events through `via` if set. */
+static int
+store_invoice_move(struct store *s, struct record_invoice *inv, enum inv_state via,
+    const char *via_detail, enum inv_state to, const char *detail)
 {
 	struct record_invoice old;
 	enum inv_state from = inv->state;
@@ -908,19 +909,43 @@ store_invoice_transition(struct store *s, struct record_invoice *inv, enum inv_s
 	char hk[17];
 
 	check_state(to);
+	if (via != INV_ST_NONE)
+		check_state(via);
 	if (store_invoice_current(s, inv, &old, "transition") == -1)
 		return -1;
 	old_due = old.next_due_ms;
 	inv->state = to;
 	if (store_invoice_write(s, inv, old_due) == -1 ||
-	    store_audit_append(s, inv->key, from, to, detail) == -1) {
+	    (via != INV_ST_NONE &&
+	    store_audit_append(s, inv->key, from, via, via_detail) == -1) ||
+	    store_audit_append(s, inv->key, via != INV_ST_NONE ? via : from, to,
+	    detail) == -1) {
 		inv->state = from;
 		return -1;
 	}
 	record_key_short(inv->key, hk);
-	log_debug("store: invoice %s %s -> %s", hk, record_state_name(from),
-	    record_state_name(to));
+	if (via != INV_ST_NONE)
+		log_debug("store: invoice %s %s -> %s -> %s", hk,
+		    record_state_name(from), record_state_name(via),
+		    record_state_name(to));
+	else
+		log_debug("store: invoice %s %s -> %s", hk,
+		    record_state_name(from), record_state_name(to));
 	return 0;
+}
+
+int
+store_invoice_transition(struct store *s, struct record_invoice *inv, enum inv_state to,
+    const char *detail)
+{
+	return store_invoice_move(s, inv, INV_ST_NONE, NULL, to, detail);
+}
+
+int
+store_invoice_transition_via(struct store *s, struct record_invoice *inv,
+    enum inv_state via, const char *via_detail, enum inv_state to, const char *detail)
+{
+	return store_invoice_move(s, inv, via, via_detail, to, detail);
 }
 
 int

@@ -100,6 +100,14 @@ int	 store_invoice_add(struct store *, const struct record_invoice *inv,
  */
 int	 store_invoice_transition(struct store *, struct record_invoice *inv,
 	    enum inv_state to, const char *detail);
+/*
+ * Two steps in one write: from inv->state through `via` to `to`.  The record
+ * is written once, in state `to`; the audit trail gets both events, as if
+ * the two transitions had been made one after the other.
+ */
+int	 store_invoice_transition_via(struct store *, struct record_invoice *inv,
+	    enum inv_state via, const char *via_detail, enum inv_state to,
+	    const char *detail);
 /* Rewrite a stored invoice whose state does not change. */
 int	 store_invoice_update(struct store *, const struct record_invoice *inv);
 /* Set (0 clears) the invoice's due time and its due index entry. */

@@ -86,6 +86,28 @@ test_round_trip(const char *dir)
 	store_close(s);
 }
 
+/* The audit events of one invoice, in order. */
+struct via_walk {
+	int		 n;
+	enum inv_state	 from[4], to[4];
+	char		 detail[4][32];
+};
+
+static int
+via_event_cb(const struct record_audit *ev, void *arg)
+{
+	struct via_walk *w = arg;
+
+	if (w->n < 4) {
+		w->from[w->n] = ev->from;
+		w->to[w->n] = ev->to;
+		snprintf(w->detail[w->n], sizeof(w->detail[0]), "%s",
+		    ev->detail ? ev->detail : "");
+	}
+	w->n++;
+	return 0;
+}
+
 /* Updates keep the state; transitions check the caller's state; the due index follows. */
 static void
 test_updates_and_due(const char *dir)
@@ -93,6 +115,8 @@ test_updates_and_due(const char *dir)
 	struct store *s = fixture_open(NULL, dir, 1 << 20);
 	struct record_invoice inv[5], got;
 	struct store_due due[8];
+	struct via_walk aw;
+	uint64_t seq;
 	int64_t times[5] = { 5000, 1000, 3000, 0, 1000 };
 	int i, n;
 
@@ -138,6 +162,30 @@ test_updates_and_due(const char *dir)
 	fixture_invoice(&got, 2, 99);
 	is_int(store_invoice_update(s, &got), -1, "update of an unknown invoice refused");
 	record_invoice_free(&got);
+
+	/* Two steps in one write: SENDING -> SUBMITTED -> ACCEPTED. */
+	seq = store_audit_next_seq(s);
+	record_str_set(&inv[1].ksef_number, "5265877635-20250626-010080DD2B5E-26");
+	ok(store_invoice_transition_via(s, &inv[1], INV_ST_SUBMITTED, "sent",
+	    INV_ST_ACCEPTED, "numbered") == 0 && inv[1].state == INV_ST_ACCEPTED,
+	    "transition through SUBMITTED to ACCEPTED");
+	is_int(store_flush(s), STORE_COMMITTED, "committed");
+	ok(store_invoice_get(s, inv[1].key, &got) == 0 && got.state == INV_ST_ACCEPTED &&
+	    got.ksef_number != NULL, "stored once, in the last state, with its fields");
+	record_invoice_free(&got);
+	memset(&aw, 0, sizeof(aw));
+	store_audit_foreach(s, seq, via_event_cb, &aw);
+	ok(aw.n == 2 && aw.from[0] == INV_ST_SENDING && aw.to[0] == INV_ST_SUBMITTED &&
+	    aw.from[1] == INV_ST_SUBMITTED && aw.to[1] == INV_ST_ACCEPTED &&
+	    strcmp(aw.detail[0], "sent") == 0 && strcmp(aw.detail[1], "numbered") == 0,
+	    "two audit events in order, each with its detail (got %d)", aw.n);
+	inv[4].state = INV_ST_SENDING;	/* stale: it is QUEUED */
+	is_int(store_invoice_transition_via(s, &inv[4], INV_ST_SUBMITTED, NULL,
+	    INV_ST_ACCEPTED, NULL), -1, "two steps from a state it is not in: refused");
+	is_int(inv[4].state, INV_ST_SENDING, "caller's state untouched");
+	inv[4].state = INV_ST_QUEUED;
+	is_int(store_flush(s), STORE_COMMITTED, "nothing else written");
+	is_int((int)(store_audit_next_seq(s) - seq), 2, "no audit event for the refusal");
 	inv[3].next_due_ms = -5;
 	is_int(store_invoice_update(s, &inv[3]), -1, "negative due time refused");
 	for (i = 0; i < 5; i++)

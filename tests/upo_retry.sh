@@ -8,15 +8,25 @@ SB=$T_TMP/sb
 CTL="$KSEFCTL"
 TEMPLATE=$top_srcdir/tests/data/valid/fa3-csharp-invoice-template-fa-3.xml
 
+# sb_start SIM_ARGS: simulator and ksefd in $SB (its variables loaded).
+sb_start() {
+	rm -rf "$SB"
+	KSEFD_BUILD=$top_builddir SIM_ARGS="$1" \
+	    "$top_srcdir/scripts/sandbox" start "$SB" >"$T_TMP/sb.env" 2>"$T_TMP/sb.err" ||
+	    { cat "$T_TMP/sb.err" | sed 's/^/# /'; bail "sandbox did not start"; }
+	trap '"$top_srcdir/scripts/sandbox" stop "$SB" >/dev/null 2>&1; t_cleanup' EXIT
+	. "$T_TMP/sb.env"
+}
+# sb_submit NUMBER OUT: submit the template numbered NUMBER; print its id.
+sb_submit() {
+	sed "s#<P_2>[^<]*</P_2>#<P_2>$1</P_2>#" "$TEMPLATE" >"$2"
+	"$CTL" -s "$KSEFD_SOCKET" -j submit "$2" |
+	    python3 -c 'import json,sys; print(json.loads(sys.stdin.readline())["invoice"]["id"])'
+}
+
 # 1. A UPO from the simulator, through the whole pipeline.
-KSEFD_BUILD=$top_builddir SIM_ARGS="--processing-delay 0" \
-    "$top_srcdir/scripts/sandbox" start "$SB" >"$T_TMP/sb.env" 2>"$T_TMP/sb.err" ||
-    { cat "$T_TMP/sb.err" | sed 's/^/# /'; bail "sandbox did not start"; }
-trap '"$top_srcdir/scripts/sandbox" stop "$SB" >/dev/null 2>&1; t_cleanup' EXIT
-. "$T_TMP/sb.env"
-sed 's#<P_2>[^<]*</P_2>#<P_2>UPO/1</P_2>#' "$TEMPLATE" >"$T_TMP/inv.xml"
-"$CTL" -s "$KSEFD_SOCKET" -j submit "$T_TMP/inv.xml" >"$T_TMP/sub.json"
-ID=$(python3 -c 'import json,sys; print(json.loads(open(sys.argv[1]).readline())["invoice"]["id"])' "$T_TMP/sub.json")
+sb_start "--processing-delay 0"
+ID=$(sb_submit UPO/1 "$T_TMP/inv.xml")
 ok "submitted ($ID)" test -n "$ID"
 "$CTL" -s "$KSEFD_SOCKET" upo "$ID" >"$T_TMP/early.out" 2>&1
 early=$?
@@ -37,9 +47,42 @@ ok "the UPO is well-formed XML" xmllint --noout "$T_TMP/upo.xml"
 ok "upo -o writes the same bytes" cmp -s "$T_TMP/upo.xml" "$T_TMP/upo2.xml"
 "$CTL" -s "$KSEFD_SOCKET" upo "$(printf '%064d' 0)" >/dev/null 2>&1
 is "$?" 1 "upo of an unknown id exits 1"
+# The UPO came at the first try: ACCEPTED and DONE went to the store in one
+# write, and the audit trail still has both steps, in order.
+AUDIT_STEPS='import json,sys
+print(" ".join("%s>%s" % (e["from"], e["to"]) for e in map(json.loads, sys.stdin)))'
+"$CTL" -s "$KSEFD_SOCKET" audit --id "$ID" | python3 -c "$AUDIT_STEPS" >"$T_TMP/steps"
+like "$T_TMP/steps" 'SENDING>SUBMITTED SUBMITTED>ACCEPTED ACCEPTED>DONE$' \
+    "audit: SUBMITTED -> ACCEPTED -> DONE"
+SHORT=${ID%${ID#????????????????}}
+like "$KSEFD_LOG" "$SHORT SUBMITTED -> ACCEPTED -> DONE: KSeF number $KNUM; UPO stored" \
+    "the UPO at the first try: ACCEPTED written with DONE"
+unlike "$KSEFD_LOG" "$SHORT SUBMITTED -> ACCEPTED: " "so not on its own"
 "$CTL" -s "$KSEFD_SOCKET" retry "$ID" >"$T_TMP/retry-done.out" 2>&1
 is "$?" 1 "retry of a DONE invoice exits 1"
 like "$T_TMP/retry-done.out" 'only a FAILED invoice' "and says why"
+"$top_srcdir/scripts/sandbox" stop "$SB" >/dev/null 2>&1
+trap t_cleanup EXIT
+
+# 1b. The first download of the UPO through its presigned link fails (a
+# 500 from the storage): ACCEPTED is written on its own, then the UPO comes
+# from the UPO endpoint and the invoice is DONE.
+sb_start "--processing-delay 0 --fault storage:500:every=1:count=1"
+ID2=$(sb_submit UPO/2 "$T_TMP/inv2.xml")
+ok "submitted ($ID2)" test -n "$ID2"
+wait_until 30 sh -c "'$CTL' -s '$KSEFD_SOCKET' -j show $ID2 | grep -q '\"DONE\"'"
+"$CTL" -s "$KSEFD_SOCKET" -j show "$ID2" >"$T_TMP/show2.json"
+like "$T_TMP/show2.json" '"state": *"DONE"' "failed download: DONE through the UPO endpoint"
+SHORT2=${ID2%${ID2#????????????????}}
+like "$KSEFD_LOG" "$SHORT2 SUBMITTED -> ACCEPTED: KSeF number " \
+    "the first UPO attempt failed: ACCEPTED written on its own"
+like "$KSEFD_LOG" "$SHORT2 ACCEPTED -> DONE: UPO stored" "then DONE"
+"$CTL" -s "$KSEFD_SOCKET" audit --id "$ID2" | python3 -c "$AUDIT_STEPS" >"$T_TMP/steps2"
+like "$T_TMP/steps2" 'SENDING>SUBMITTED SUBMITTED>ACCEPTED ACCEPTED>DONE$' \
+    "audit: the same steps"
+"$CTL" -s "$KSEFD_SOCKET" upo "$ID2" >"$T_TMP/upo2b.xml"
+like "$T_TMP/upo2b.xml" "$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["ksef_number"])' "$T_TMP/show2.json")" \
+    "its UPO names its KSeF number"
 "$top_srcdir/scripts/sandbox" stop "$SB" >/dev/null 2>&1
 trap t_cleanup EXIT
 

@@ -445,7 +445,8 @@ reply_429(struct rq *q, int64_t ra)
 	q->s->st.r429++;
 	snprintf(det, sizeof(det), "Przekroczono limit \xc5\xbc\xc4\x85" "da\xc5\x84 (%s). "
 	    "Spr\xc3\xb3" "buj ponownie za %" PRId64 " sekund.",
-	    q->group >= 0 ? sim_group_names[q->group] : "-", ra);
+	    q->group == G_STORAGE ? "storage" : q->group >= 0 ?
+	    sim_group_names[q->group] : "-", ra);
 	if (q->problem) {
 		sim_time_iso(q->now, ts, sizeof(ts));
 		trace_id(tid);
@@ -2714,7 +2715,14 @@ sim_handle(struct sim *s, const struct sim_req *req, struct sim_resp *resp, int6
 		goto done;
 	}
 	if (!api && q.nseg > 0 && strcmp(q.seg[0], "storage") == 0 && strcmp(req->method, "GET") == 0) {
+		q.group = G_STORAGE;
+		if (faults_eval(&q, &reset_after, &mangle) != -1)
+			goto done;
 		h_storage(&q);
+		if (mangle.kind != -1)
+			answer_mangle(&q, &mangle);
+		if (reset_after)
+			resp->action = SIM_ACT_RESET;
 		goto done;
 	}
 	if (!api && strncmp(q.path, lp, lpl) == 0 && q.path[lpl] == '/' &&

@@ -103,6 +103,8 @@ enum sim_group {
 	G_INVOICE_DOWNLOAD, G_OTHER, G_PUBLIC, G_NGROUPS,
 	G_NONE = -1
 };
+/* Faults only (no limits): presigned downloads, GET /storage/... */
+enum { G_STORAGE = G_NGROUPS };
 extern const char *const sim_group_names[G_NGROUPS];
 int	 sim_group_lookup(const char *);
 

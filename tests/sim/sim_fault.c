@@ -68,6 +68,8 @@ sim_fault_parse(const char *spec, struct sim_fault_rule *r, char *err, size_t er
 	}
 	if (strcmp(f[0], "all") == 0)
 		r->group = G_NONE;
+	else if (strcmp(f[0], "storage") == 0)
+		r->group = G_STORAGE;
 	else if ((r->group = sim_group_lookup(f[0])) == G_NONE) {
 		snprintf(err, errlen, "fault \"%s\": unknown group \"%s\"", spec, f[0]);
 		goto out;
@@ -130,6 +132,8 @@ sim_fault_from_json(json_t *o, struct sim_fault_rule *r, char *err, size_t errle
 	}
 	if (g == NULL || (json_is_string(g) && strcmp(json_string_value(g), "all") == 0))
 		r->group = G_NONE;
+	else if (json_is_string(g) && strcmp(json_string_value(g), "storage") == 0)
+		r->group = G_STORAGE;
 	else if (!json_is_string(g) ||
 	    (r->group = sim_group_lookup(json_string_value(g))) == G_NONE) {
 		snprintf(err, errlen, "fault rule: unknown group");
@@ -180,7 +184,8 @@ json_t *
 sim_fault_to_json(const struct sim_fault_rule *r)
 {
 	json_t *o = json_pack("{s:s,s:s,s:I,s:I}",
-	    "group", r->group == G_NONE ? "all" : sim_group_names[r->group],
+	    "group", r->group == G_NONE ? "all" : r->group == G_STORAGE ? "storage" :
+	    sim_group_names[r->group],
 	    "kind", sim_fault_names[r->kind], "count", (json_int_t)r->count,
 	    "seen", (json_int_t)r->seen);
 
