@@ -58,17 +58,24 @@ static const char *const db_names[DB_COUNT] = {
 #define GROW_TRIES	16	/* doublings of the map one group may need */
 #define DUE_KEY_LEN	(8 + INV_KEY_LEN)
 
-/* One write of the group, kept so the group can be replayed after growing the map. */
+/*
+ * One write of the group, kept so the group can be replayed after growing
+ * the map.  The group's writes lie end to end in one buffer (s->oplog,
+ * reused from group to group), each padded to OP_ALIGN: no allocation per
+ * write.
+ */
 struct store_op {
-	struct store_op	*next;
-	int		 db;
-	int		 del;
+	uint32_t	 db;
+	uint32_t	 del;
 	size_t		 klen, vlen;
 	unsigned char	 data[];	/* key, then value */
 };
+#define OP_ALIGN	8
+#define OP_SIZE(klen, vlen) \
+	((sizeof(struct store_op) + (klen) + (vlen) + OP_ALIGN - 1) & ~(size_t)(OP_ALIGN - 1))
+#define OPLOG_KEEP	(4u << 20)	/* a larger log is freed after its group */
 
 struct store_cb {
-	struct store_cb	*next;
 	void		(*cb)(int, void *);
 	void		*arg;
 };
@@ -85,8 +92,9 @@ struct store {
 	uint64_t	 last_commit_us;	/* when the last commit ended */
 	uint64_t	 commit_gap_us;		/* store_commit_gap_set() */
 	int		 failed;	/* the group failed; its writes are gone */
-	struct store_op	*ops, **ops_tail;
-	struct store_cb	*cbs, **cbs_tail;
+	struct buf	 oplog;		/* the group's writes (struct store_op) */
+	struct store_cb	*cbs;		/* the group's commit callbacks */
+	size_t		 ncbs, cbs_cap;
 
 	MDB_txn		*rtxn;		/* read transaction when no group is open */
 	int		 rdepth;
@@ -270,8 +278,7 @@ store_open(struct event_base *base, const char *path, size_t map_size, int flags
 	}
 	s = xcalloc(1, sizeof(*s));
 	s->path = xstrdup(path);
-	s->ops_tail = &s->ops;
-	s->cbs_tail = &s->cbs;
+	buf_init(&s->oplog);
 	s->map_size = round_page(map_size);
 	if ((rc = mdb_env_create(&s->env)) != 0) {
 		errf(err, errlen, "store: %s: %s", path, mdb_strerror(rc));
@@ -316,14 +323,22 @@ fail:
 static void
 store_ops_free(struct store *s)
 {
-	struct store_op *op, *next;
+	if (s->oplog.cap > OPLOG_KEEP)
+		buf_free(&s->oplog);
+	buf_reset(&s->oplog);
+}
 
-	for (op = s->ops; op != NULL; op = next) {
-		next = op->next;
-		free(op);
-	}
-	s->ops = NULL;
-	s->ops_tail = &s->ops;
+/* The group's next write in its log after *off, or NULL at the end. */
+static const struct store_op *
+store_op_next(const struct store *s, size_t *off)
+{
+	const struct store_op *op;
+
+	if (*off >= s->oplog.len)
+		return NULL;
+	op = (const struct store_op *)(s->oplog.data + *off);
+	*off += OP_SIZE(op->klen, op->vlen);
+	return op;
 }
 
 static uint64_t store_clock_us(void);
@@ -383,7 +398,7 @@ static int
 store_group_regrow(struct store *s)
 {
 	const struct store_op *op;
-	size_t old;
+	size_t old, off;
 	int rc = MDB_MAP_FULL, tries;
 
 	for (tries = 0; tries < GROW_TRIES && rc == MDB_MAP_FULL; tries++) {
@@ -403,7 +418,8 @@ store_group_regrow(struct store *s)
 			s->wtxn = NULL;
 			return rc;
 		}
-		for (op = s->ops; op != NULL && rc == 0; op = op->next)
+		off = 0;
+		while (rc == 0 && (op = store_op_next(s, &off)) != NULL)
 			rc = store_op_apply(s, op);
 	}
 	return rc;
@@ -436,21 +452,21 @@ store_write(struct store *s, int db, const void *key, size_t klen, const void *v
     size_t vlen, int del)
 {
 	struct store_op *op;
+	size_t size = OP_SIZE(klen, vlen);
 	int rc;
 
 	if (store_group_join(s) == -1)
 		return -1;
-	op = xmalloc(sizeof(*op) + klen + vlen);
-	op->next = NULL;
-	op->db = db;
-	op->del = del;
+	buf_reserve(&s->oplog, size);
+	op = (struct store_op *)(s->oplog.data + s->oplog.len);
+	s->oplog.len += size;
+	op->db = (uint32_t)db;
+	op->del = del != 0;
 	op->klen = klen;
 	op->vlen = vlen;
 	memcpy(op->data, key, klen);
 	if (vlen > 0)
 		memcpy(op->data + klen, val, vlen);
-	*s->ops_tail = op;
-	s->ops_tail = &op->next;
 	rc = store_op_apply(s, op);
 	if (rc == MDB_MAP_FULL)
 		rc = store_group_regrow(s);
@@ -486,16 +502,15 @@ store_commit_timed(struct store *s, uint64_t us)
 static int
 store_group_commit(struct store *s)
 {
-	struct store_cb *cb, *next;
+	struct store_cb *cbs;
 	int status = STORE_COMMITTED, rc = 0, tries;
 	uint64_t t0 = 0;
-	size_t nops = 0;
-	const struct store_op *op;
+	size_t nops = 0, ncbs, i, off = 0;
 
 	if (s->iterating || s->rdepth > 0)
 		fatalx("store: commit inside a read or a foreach callback");
 	s->pending = 0;
-	for (op = s->ops; op != NULL; op = op->next)
+	while (store_op_next(s, &off) != NULL)
 		nops++;
 	if (s->failed)
 		status = STORE_FAILED;
@@ -528,14 +543,14 @@ store_group_commit(struct store *s)
 		s->st.failed++;
 	s->failed = 0;
 	store_ops_free(s);
-	cb = s->cbs;
+	/* Callbacks may join the next group: they get a list of their own. */
+	cbs = s->cbs;
+	ncbs = s->ncbs;
 	s->cbs = NULL;
-	s->cbs_tail = &s->cbs;
-	for (; cb != NULL; cb = next) {
-		next = cb->next;
-		cb->cb(status, cb->arg);
-		free(cb);
-	}
+	s->ncbs = s->cbs_cap = 0;
+	for (i = 0; i < ncbs; i++)
+		cbs[i].cb(status, cbs[i].arg);
+	free(cbs);
 	return status;
 }
 
@@ -562,13 +577,13 @@ store_flush(struct store *s)
 void
 store_on_commit(struct store *s, void (*cb)(int, void *), void *arg)
 {
-	struct store_cb *c = xmalloc(sizeof(*c));
-
-	c->next = NULL;
-	c->cb = cb;
-	c->arg = arg;
-	*s->cbs_tail = c;
-	s->cbs_tail = &c->next;
+	if (s->ncbs == s->cbs_cap) {
+		s->cbs_cap = s->cbs_cap ? s->cbs_cap * 2 : 64;
+		s->cbs = xrealloc(s->cbs, s->cbs_cap * sizeof(*s->cbs));
+	}
+	s->cbs[s->ncbs].cb = cb;
+	s->cbs[s->ncbs].arg = arg;
+	s->ncbs++;
 	store_group_schedule(s);
 }
 
@@ -582,6 +597,8 @@ store_close(struct store *s)
 	if (s->commit_ev != NULL)
 		event_free(s->commit_ev);
 	mdb_env_close(s->env);
+	buf_free(&s->oplog);
+	free(s->cbs);
 	free(s->path);
 	free(s);
 }
