@@ -492,8 +492,13 @@ body_parse(const unsigned char *body, size_t len, struct validate_result *res)
 	ctxt->sax->processingInstruction = parse_pi_cb;
 	ctxt->vctxt.error = NULL;
 	ctxt->vctxt.warning = NULL;
+	/*
+	 * NOBLANKS: whitespace between elements makes no nodes (the schema
+	 * ignores it in element-only content, and FA has no mixed content);
+	 * an element whose only content is whitespace keeps it.
+	 */
 	xmlCtxtUseOptions(ctxt, XML_PARSE_NONET | XML_PARSE_COMPACT |
-	    XML_PARSE_NOWARNING);
+	    XML_PARSE_NOBLANKS | XML_PARSE_NOWARNING);
 	xmlParseDocument(ctxt);
 	doc = ctxt->myDoc;
 	ctxt->myDoc = NULL;

@@ -410,6 +410,76 @@ test_many_errors(struct validator *v)
 }
 
 /* Bad parameters are refused with a message. */
+/* Whitespace: between elements it makes no difference; inside a leaf it is content. */
+static void
+test_whitespace(struct validator *v)
+{
+	struct validate_result r;
+	unsigned char *b;
+	char *x, *y, *p;
+	size_t len, i, j;
+	int line = 1;
+
+	if ((b = load("valid", "fa3-csharp-invoice-template-fa-3.xml", &len)) == NULL)
+		return;
+	x = xmalloc(3 * len + 1);
+	y = xmalloc(len + 64);
+	/* Every run of whitespace between two tags dropped, then tripled. */
+	for (i = j = 0; i < len; i++) {
+		if (b[i] == '>') {
+			size_t k = i + 1;
+
+			while (k < len && (b[k] == ' ' || b[k] == '\t' || b[k] == '\n' || b[k] == '\r'))
+				k++;
+			if (k < len && b[k] == '<') {
+				x[j++] = '>';
+				i = k - 1;
+				continue;
+			}
+		}
+		x[j++] = (char)b[i];
+	}
+	validate_invoice(v, (unsigned char *)x, j, &r);
+	ok(r.ok && r.nerrors == 0, "no whitespace between elements: valid");
+	if (r.nerrors)
+		show(&r);
+	validate_result_free(&r);
+	for (i = j = 0; i < len; i++) {
+		x[j++] = (char)b[i];
+		if (b[i] == '>' && i + 1 < len && b[i + 1] == '\n') {
+			memcpy(x + j, "\n \t", 3);
+			j += 3;
+		}
+	}
+	validate_invoice(v, (unsigned char *)x, j, &r);
+	ok(r.ok && r.nerrors == 0, "more whitespace between elements: valid");
+	if (r.nerrors)
+		show(&r);
+	validate_result_free(&r);
+	/* <P_1M>  </P_1M>: its two spaces are its value (collapsed to empty). */
+	if ((p = strstr((char *)b, "<P_1M>Warszawa</P_1M>")) == NULL) {
+		ok(0, "the template has P_1M");
+		goto out;
+	}
+	for (i = 0; i < (size_t)(p - (char *)b); i++)
+		line += b[i] == '\n';
+	j = (size_t)(p - (char *)b);
+	memcpy(y, b, j);
+	memcpy(y + j, "<P_1M>  </P_1M>", 15);
+	strcpy(y + j + 15, p + strlen("<P_1M>Warszawa</P_1M>"));
+	validate_invoice(v, (unsigned char *)y, strlen(y), &r);
+	ok(!r.ok && r.nerrors == 1 && r.problems[0].line == line &&
+	    strstr(r.problems[0].message, "minLength") != NULL,
+	    "a leaf of only whitespace: the schema sees it (minLength, line %d)", line);
+	if (r.nproblems != 1)
+		show(&r);
+	validate_result_free(&r);
+out:
+	free(x);
+	free(y);
+	free(b);
+}
+
 static void
 test_params(void)
 {
@@ -483,6 +553,7 @@ main(void)
 	test_dates(v2);
 	test_severities(v2);
 	test_many_errors(v2);
+	test_whitespace(v2);
 	test_repeat(v2);
 	validator_free(v2);
 	validator_free(v3);
