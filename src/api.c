@@ -385,8 +385,6 @@ api_list_cb(const struct record_invoice *inv, void *arg)
 {
 	struct api_list *l = arg;
 
-	if (l->have_after && memcmp(inv->key, l->after, INV_KEY_LEN) <= 0)
-		return 0;
 	if (l->state != -1 && (int)inv->state != l->state)
 		return 0;
 	if (l->nip != NULL && strcmp(inv->seller_nip, l->nip) != 0)
@@ -410,6 +408,7 @@ api_invoice_list(struct api *api, struct evhttp_request *req)
 	json_t *body;
 	char *end;
 	long n;
+	int rc;
 
 	memset(&l, 0, sizeof(l));
 	l.state = -1;
@@ -457,7 +456,16 @@ api_invoice_list(struct api *api, struct evhttp_request *req)
 		l.have_after = 1;
 	}
 	l.items = json_array();
-	if (store_invoice_foreach(api->store, api_list_cb, &l) == -1) {
+	/* In the order the invoices arrived; after: the one after that invoice. */
+	rc = store_invoice_foreach_after(api->store, l.have_after ? l.after : NULL,
+	    api_list_cb, &l);
+	if (rc == 1) {
+		json_decref(l.items);
+		api_reply_error(req, 400, "Bad Request", "bad_after",
+		    "after: there is no invoice with that id");
+		goto out;
+	}
+	if (rc == -1) {
 		json_decref(l.items);
 		api_reply_error(req, 503, "Service Unavailable", "unavailable",
 		    "the store could not be read");

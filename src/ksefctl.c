@@ -112,13 +112,13 @@ static const struct ctl_cmd ctl_cmds[] = {
 	  CTL_API, ctl_cmd_show },
 	{ "list", "[--state STATE] [--nip NIP] [--limit N] [--after ID] [--all]",
 	  "list invoices",
-"List invoices in id order as a table: ID (the first 16 hex digits),\n"
-"STATE, NIP (seller), KIND, NUMBER, ISSUED, KSEF NUMBER.\n"
+"List invoices in the order ksefd received them, as a table: ID (the first\n"
+"16 hex digits), STATE, NIP (seller), KIND, NUMBER, ISSUED, KSEF NUMBER.\n"
 "  --state STATE  only invoices in this state: QUEUED, SENDING, SUBMITTED,\n"
 "                 ACCEPTED, DONE, REJECTED or FAILED (any case)\n"
 "  --nip NIP      only invoices of this seller NIP\n"
 "  --limit N      invoices per page, 1 to 1000 (ksefd's default: 100)\n"
-"  --after ID     start after this invoice id (64 hex digits)\n"
+"  --after ID     start after this invoice (its id: 64 hex digits)\n"
 "  --all          follow the pages to the end; without it only the first\n"
 "                 page is shown and a note on standard error says so\n"
 "                 when more invoices follow\n"

@@ -48,15 +48,23 @@
 #include "store.h"
 #include "util.h"
 
-enum { DB_INV, DB_DOC, DB_UPO, DB_DUE, DB_IDENT, DB_AUDIT, DB_META, DB_COUNT };
+enum { DB_INV, DB_DOC, DB_UPO, DB_DUE, DB_IDENT, DB_AUDIT, DB_META, DB_IDS, DB_COUNT };
 
 static const char *const db_names[DB_COUNT] = {
-	"inv", "doc", "upo", "due", "ident", "audit", "meta",
+	"inv", "doc", "upo", "due", "ident", "audit", "meta", "ids",
 };
 
 #define META_SCHEMA	"schema_version"
 #define GROW_TRIES	16	/* doublings of the map one group may need */
 #define DUE_KEY_LEN	(8 + INV_KEY_LEN)
+/*
+ * inv, doc and upo are keyed by the invoice's arrival number (8 bytes, big
+ * endian), ids maps its idempotency key to that number.  Invoices that
+ * arrive together are written together and move through the pipeline
+ * together: keyed by number they share B-tree pages, where keyed by a hash
+ * every write dirtied a page of its own (doc/performance.md, session 3).
+ */
+#define SEQ_LEN		8
 
 /*
  * One write of the group, kept so the group can be replayed after growing
@@ -102,6 +110,8 @@ struct store {
 
 	uint64_t	 seq_next;	/* next audit sequence number */
 	uint64_t	 seq_committed;	/* seq_next as of the last commit */
+	uint64_t	 inv_next;	/* arrival number of the next new invoice */
+	uint64_t	 inv_committed;	/* inv_next as of the last commit */
 	int		 fail_commits;	/* test hook */
 	struct store_stats st;
 };
@@ -172,13 +182,151 @@ store_txn_begin(struct store *s, unsigned int flags, MDB_txn **txn)
 
 /* ---- opening ---- */
 
-/* Open the databases and check (or write) the schema version; read the last audit seq. */
+struct mig_inv {
+	int64_t		 received_ms;
+	unsigned char	 key[INV_KEY_LEN];
+};
+
+static int
+mig_cmp(const void *a, const void *b)
+{
+	const struct mig_inv *x = a, *y = b;
+
+	if (x->received_ms != y->received_ms)
+		return x->received_ms < y->received_ms ? -1 : 1;
+	return memcmp(x->key, y->key, INV_KEY_LEN);
+}
+
+/* Move one value of db from the idempotency key to the arrival number. */
+static int
+mig_move(struct store *s, MDB_txn *txn, int db, const unsigned char *key,
+    const unsigned char *seq)
+{
+	MDB_val k, v, nk, nv;
+	void *copy;
+	int rc;
+
+	k.mv_data = (void *)key;
+	k.mv_size = INV_KEY_LEN;
+	if ((rc = mdb_get(txn, s->dbi[db], &k, &v)) != 0)
+		return rc == MDB_NOTFOUND ? 0 : rc;
+	copy = xmalloc(v.mv_size ? v.mv_size : 1);	/* v points into the map */
+	memcpy(copy, v.mv_data, v.mv_size);
+	nk.mv_data = (void *)seq;
+	nk.mv_size = SEQ_LEN;
+	nv.mv_data = copy;
+	nv.mv_size = v.mv_size;
+	if ((rc = mdb_del(txn, s->dbi[db], &k, NULL)) == 0)
+		rc = mdb_put(txn, s->dbi[db], &nk, &nv, 0);
+	free(copy);
+	return rc;
+}
+
+/*
+ * Schema 1 -> 2: inv, doc and upo keyed by arrival number (in the order of
+ * received_ms), ids from idempotency key to number.  All in the caller's
+ * transaction: a crash leaves schema 1 untouched.  An LMDB error code (e.g.
+ * MDB_MAP_FULL, for the caller to grow the map and start again) or 0.
+ */
+static int
+store_migrate_v1(struct store *s, MDB_txn *txn, char *err, size_t errlen)
+{
+	struct record_invoice inv;
+	struct record_err rerr;
+	struct mig_inv *all = NULL;
+	size_t n = 0, cap = 0, i;
+	unsigned char seq[SEQ_LEN];
+	MDB_cursor *c;
+	MDB_val k, v;
+	int rc;
+
+	if ((rc = mdb_cursor_open(txn, s->dbi[DB_INV], &c)) != 0)
+		return rc;
+	for (rc = mdb_cursor_get(c, &k, &v, MDB_FIRST); rc == 0;
+	    rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+		if (k.mv_size != INV_KEY_LEN ||
+		    record_invoice_decode(v.mv_data, v.mv_size, &inv, &rerr) == -1) {
+			errf(err, errlen, "store: %s: schema 1 invoice record "
+			    "unreadable (key of %zu bytes); refusing to upgrade it",
+			    s->path, k.mv_size);
+			mdb_cursor_close(c);
+			free(all);
+			return -1;
+		}
+		if (n == cap) {
+			cap = cap ? cap * 2 : 1024;
+			all = xrealloc(all, cap * sizeof(*all));
+		}
+		all[n].received_ms = inv.received_ms;
+		memcpy(all[n].key, k.mv_data, INV_KEY_LEN);
+		n++;
+		record_invoice_free(&inv);
+	}
+	mdb_cursor_close(c);
+	if (rc != MDB_NOTFOUND) {
+		free(all);
+		return rc;
+	}
+	log_info("store: %s: upgrading the database from schema 1 to 2 "
+	    "(%zu invoices keyed by arrival)", s->path, n);
+	if (n > 0)
+		qsort(all, n, sizeof(*all), mig_cmp);
+	for (i = 0, rc = 0; i < n && rc == 0; i++) {
+		put_be64(seq, (uint64_t)i + 1);
+		k.mv_data = all[i].key;
+		k.mv_size = INV_KEY_LEN;
+		v.mv_data = seq;
+		v.mv_size = SEQ_LEN;
+		if ((rc = mig_move(s, txn, DB_INV, all[i].key, seq)) == 0 &&
+		    (rc = mig_move(s, txn, DB_DOC, all[i].key, seq)) == 0 &&
+		    (rc = mig_move(s, txn, DB_UPO, all[i].key, seq)) == 0)
+			rc = mdb_put(txn, s->dbi[DB_IDS], &k, &v, 0);
+	}
+	free(all);
+	return rc;
+}
+
+/* One past the last 8-byte key of db (audit seq, arrival number); 1 when empty. */
+static int
+store_next_number(struct store *s, MDB_txn *txn, int db, uint64_t *next, char *err,
+    size_t errlen)
+{
+	MDB_cursor *c;
+	MDB_val k, v;
+	int rc;
+
+	*next = 1;
+	if ((rc = mdb_cursor_open(txn, s->dbi[db], &c)) != 0) {
+		errf(err, errlen, "store: %s: %s", s->path, mdb_strerror(rc));
+		return -1;
+	}
+	rc = mdb_cursor_get(c, &k, &v, MDB_LAST);
+	mdb_cursor_close(c);
+	if (rc == 0 && k.mv_size != 8) {
+		errf(err, errlen, "store: %s: %s key of %zu bytes, not 8", s->path,
+		    db_names[db], k.mv_size);
+		return -1;
+	}
+	if (rc == 0)
+		*next = get_be64(k.mv_data) + 1;
+	else if (rc != MDB_NOTFOUND) {
+		errf(err, errlen, "store: %s: %s: %s", s->path, db_names[db],
+		    mdb_strerror(rc));
+		return -1;
+	}
+	return 0;
+}
+
+/*
+ * Open the databases and check (or write) the schema version, upgrading an
+ * older one; read the last audit seq and arrival number.  0, -1 (err set),
+ * or MDB_MAP_FULL when an upgrade needs a larger map.
+ */
 static int
 store_init_schema(struct store *s, char *err, size_t errlen)
 {
 	MDB_txn *txn;
 	MDB_val k, v;
-	MDB_cursor *c;
 	MDB_stat ms;
 	unsigned long ver = 0;
 	char vbuf[16];
@@ -233,26 +381,33 @@ store_init_schema(struct store *s, char *err, size_t errlen)
 			    s->path, ver, STORE_SCHEMA_VERSION);
 			goto fail;
 		}
+		if (ver == 1) {
+			if ((rc = store_migrate_v1(s, txn, err, errlen)) == MDB_MAP_FULL) {
+				mdb_txn_abort(txn);
+				return MDB_MAP_FULL;
+			}
+			if (rc == 0) {
+				snprintf(vbuf, sizeof(vbuf), "%d", STORE_SCHEMA_VERSION);
+				v.mv_data = vbuf;
+				v.mv_size = strlen(vbuf);
+				rc = mdb_put(txn, s->dbi[DB_META], &k, &v, 0);
+			}
+			if (rc != 0) {
+				if (rc != -1)
+					errf(err, errlen, "store: %s: upgrading from schema 1: %s",
+					    s->path, mdb_strerror(rc));
+				goto fail;
+			}
+		}
 	}
-	s->seq_next = 1;
-	if ((rc = mdb_cursor_open(txn, s->dbi[DB_AUDIT], &c)) != 0) {
-		errf(err, errlen, "store: %s: %s", s->path, mdb_strerror(rc));
+	if (store_next_number(s, txn, DB_AUDIT, &s->seq_next, err, errlen) == -1 ||
+	    store_next_number(s, txn, DB_INV, &s->inv_next, err, errlen) == -1)
 		goto fail;
-	}
-	rc = mdb_cursor_get(c, &k, &v, MDB_LAST);
-	mdb_cursor_close(c);
-	if (rc == 0 && k.mv_size != 8) {
-		errf(err, errlen, "store: %s: audit key of %zu bytes, not 8", s->path, k.mv_size);
-		goto fail;
-	}
-	if (rc == 0)
-		s->seq_next = get_be64(k.mv_data) + 1;
-	else if (rc != MDB_NOTFOUND) {
-		errf(err, errlen, "store: %s: audit: %s", s->path, mdb_strerror(rc));
-		goto fail;
-	}
 	s->seq_committed = s->seq_next;
+	s->inv_committed = s->inv_next;
 	if ((rc = mdb_txn_commit(txn)) != 0) {
+		if (rc == MDB_MAP_FULL)
+			return MDB_MAP_FULL;
 		errf(err, errlen, "store: %s: %s", s->path, mdb_strerror(rc));
 		return -1;
 	}
@@ -270,7 +425,7 @@ store_open(struct event_base *base, const char *path, size_t map_size, int flags
 {
 	struct store *s;
 	MDB_envinfo info;
-	int rc, dead = 0;
+	int rc, dead = 0, tries;
 
 	if (mkdir(path, 0700) == -1 && errno != EEXIST) {
 		errf(err, errlen, "store: cannot create %s: %s", path, strerror(errno));
@@ -300,7 +455,18 @@ store_open(struct event_base *base, const char *path, size_t map_size, int flags
 	s->st.stale_readers = dead;
 	if (dead > 0)
 		log_info("store: cleared %d stale reader(s) in %s", dead, path);
-	if (store_init_schema(s, err, errlen) == -1)
+	for (tries = 0; (rc = store_init_schema(s, err, errlen)) == MDB_MAP_FULL; tries++) {
+		/* An upgrade writes every invoice again: give it room. */
+		if (tries == GROW_TRIES || s->map_size > SIZE_MAX / 2 ||
+		    mdb_env_set_mapsize(s->env, s->map_size * 2) != 0) {
+			errf(err, errlen, "store: %s: no room to upgrade the database "
+			    "(map of %zu bytes)", path, s->map_size);
+			goto fail;
+		}
+		s->map_size *= 2;
+		s->st.grows++;
+	}
+	if (rc != 0)
 		goto fail;
 	if (mdb_env_info(s->env, &info) == 0 && info.me_mapsize > s->map_size)
 		s->map_size = info.me_mapsize;
@@ -374,6 +540,7 @@ store_group_fail(struct store *s, const char *what, const char *why)
 	s->failed = 1;
 	store_ops_free(s);
 	s->seq_next = s->seq_committed;
+	s->inv_next = s->inv_committed;
 }
 
 static int
@@ -536,6 +703,7 @@ store_group_commit(struct store *s)
 			s->last_commit_us = store_clock_us();
 			store_commit_timed(s, s->last_commit_us - t0);
 			s->seq_committed = s->seq_next;
+			s->inv_committed = s->inv_next;
 			log_trace(TRACE_STORE, "store: committed %zu writes", nops);
 		}
 	}
@@ -724,17 +892,56 @@ store_walk(struct store *s, int db, const void *start, size_t startlen,
 
 /* ---- invoices ---- */
 
+/* The arrival number of an invoice in txn: an LMDB code, MDB_NOTFOUND too. */
+static int
+store_seq_in(struct store *s, MDB_txn *txn, const unsigned char key[INV_KEY_LEN],
+    unsigned char seq[SEQ_LEN])
+{
+	MDB_val k, v;
+	int rc;
+
+	k.mv_data = (void *)key;
+	k.mv_size = INV_KEY_LEN;
+	if ((rc = mdb_get(txn, s->dbi[DB_IDS], &k, &v)) == 0 && v.mv_size != SEQ_LEN)
+		rc = MDB_CORRUPTED;
+	if (rc == 0)
+		memcpy(seq, v.mv_data, SEQ_LEN);
+	return rc;
+}
+
+/* The arrival number of an invoice: 0, 1 when there is no such invoice, -1. */
+static int
+store_seq_get(struct store *s, const unsigned char key[INV_KEY_LEN],
+    unsigned char seq[SEQ_LEN])
+{
+	MDB_txn *txn;
+	int rc;
+
+	if ((txn = store_read_begin(s)) == NULL)
+		return -1;
+	rc = store_seq_in(s, txn, key, seq);
+	store_read_end(s, txn);
+	if (rc == MDB_NOTFOUND)
+		return 1;
+	if (rc != 0) {
+		log_warnx("store: reading ids: %s", mdb_strerror(rc));
+		return -1;
+	}
+	return 0;
+}
+
 int
 store_invoice_get(struct store *s, const unsigned char key[INV_KEY_LEN],
     struct record_invoice *out)
 {
 	struct record_err err;
-	unsigned char *data;
+	unsigned char *data, seq[SEQ_LEN];
 	size_t len;
 	char hk[17];
 	int rc;
 
-	if ((rc = store_get(s, DB_INV, key, INV_KEY_LEN, &data, &len)) != 0)
+	if ((rc = store_seq_get(s, key, seq)) != 0 ||
+	    (rc = store_get(s, DB_INV, seq, SEQ_LEN, &data, &len)) != 0)
 		return rc;
 	rc = record_invoice_decode(data, len, out, &err);
 	free(data);
@@ -755,9 +962,10 @@ store_due_write(struct store *s, int64_t due, const unsigned char *key, int del)
 	return store_write(s, DB_DUE, k, sizeof(k), "", 0, del);
 }
 
-/* Write an invoice record and move its due index entry from old_due. */
+/* Write an invoice record (arrival number seq) and move its due index entry from old_due. */
 static int
-store_invoice_write(struct store *s, const struct record_invoice *inv, int64_t old_due)
+store_invoice_write(struct store *s, const unsigned char seq[SEQ_LEN],
+    const struct record_invoice *inv, int64_t old_due)
 {
 	struct buf b;
 	char hk[17];
@@ -770,7 +978,7 @@ store_invoice_write(struct store *s, const struct record_invoice *inv, int64_t o
 	}
 	buf_init(&b);
 	record_invoice_encode(inv, &b);
-	rc = store_write(s, DB_INV, inv->key, INV_KEY_LEN, b.data, b.len, 0);
+	rc = store_write(s, DB_INV, seq, SEQ_LEN, b.data, b.len, 0);
 	buf_free(&b);
 	if (rc == 0 && old_due != inv->next_due_ms && old_due != 0)
 		rc = store_due_write(s, old_due, inv->key, 1);
@@ -848,23 +1056,26 @@ int
 store_invoice_add(struct store *s, const struct record_invoice *inv, const void *xml,
     size_t xmllen, const char *detail)
 {
-	unsigned char *ik, *old;
-	size_t iklen, oldlen;
+	unsigned char *ik, seq[SEQ_LEN];
+	size_t iklen;
 	char hk[17];
 	int rc;
 
 	check_state(inv->state);
 	if (inv->number == NULL)
 		fatalx("store: invoice without a number");
-	if ((rc = store_get(s, DB_INV, inv->key, INV_KEY_LEN, &old, &oldlen)) == 0)
-		free(old);
-	if (rc != 1)
+	if ((rc = store_seq_get(s, inv->key, seq)) != 1)
 		return rc == 0 ? 1 : -1;
 	if ((ik = store_ident_key(s, inv->seller_nip, inv->kind, inv->number, &iklen)) == NULL)
 		return -1;
-	rc = store_invoice_write(s, inv, 0);
+	put_be64(seq, s->inv_next);
+	rc = store_write(s, DB_IDS, inv->key, INV_KEY_LEN, seq, SEQ_LEN, 0);
+	if (rc == 0) {
+		s->inv_next++;	/* back to inv_committed if the group fails */
+		rc = store_invoice_write(s, seq, inv, 0);
+	}
 	if (rc == 0)
-		rc = store_write(s, DB_DOC, inv->key, INV_KEY_LEN, xml, xmllen, 0);
+		rc = store_write(s, DB_DOC, seq, SEQ_LEN, xml, xmllen, 0);
 	if (rc == 0)
 		rc = store_write(s, DB_IDENT, ik, iklen, inv->key, INV_KEY_LEN, 0);
 	if (rc == 0)
@@ -881,10 +1092,11 @@ store_invoice_add(struct store *s, const struct record_invoice *inv, const void 
  * The state and due time of the stored version of inv, which must exist
  * and be in inv->state: checked in place, nothing copied or allocated
  * (it runs before every write of a record).  Nothing in *old to free.
+ * seq: its arrival number.
  */
 static int
 store_invoice_current(struct store *s, const struct record_invoice *inv,
-    struct record_invoice *old, const char *what)
+    struct record_invoice *old, unsigned char seq[SEQ_LEN], const char *what)
 {
 	struct record_err err;
 	MDB_txn *txn;
@@ -895,9 +1107,10 @@ store_invoice_current(struct store *s, const struct record_invoice *inv,
 	record_key_short(inv->key, hk);
 	if ((txn = store_read_begin(s)) == NULL)
 		return -1;
-	k.mv_data = (void *)inv->key;
-	k.mv_size = INV_KEY_LEN;
-	if ((rc = mdb_get(txn, s->dbi[DB_INV], &k, &v)) == 0 &&
+	k.mv_data = seq;
+	k.mv_size = SEQ_LEN;
+	if ((rc = store_seq_in(s, txn, inv->key, seq)) == 0 &&
+	    (rc = mdb_get(txn, s->dbi[DB_INV], &k, &v)) == 0 &&
 	    (rc = record_invoice_peek(v.mv_data, v.mv_size, old, &err)) == -1)
 		log_warnx("store: invoice %s: %s", hk, err.msg);
 	store_read_end(s, txn);
@@ -922,17 +1135,18 @@ store_invoice_move(struct store *s, struct record_invoice *inv, enum inv_state v
 {
 	struct record_invoice old;
 	enum inv_state from = inv->state;
+	unsigned char seq[SEQ_LEN];
 	int64_t old_due;
 	char hk[17];
 
 	check_state(to);
 	if (via != INV_ST_NONE)
 		check_state(via);
-	if (store_invoice_current(s, inv, &old, "transition") == -1)
+	if (store_invoice_current(s, inv, &old, seq, "transition") == -1)
 		return -1;
 	old_due = old.next_due_ms;
 	inv->state = to;
-	if (store_invoice_write(s, inv, old_due) == -1 ||
+	if (store_invoice_write(s, seq, inv, old_due) == -1 ||
 	    (via != INV_ST_NONE &&
 	    store_audit_append(s, inv->key, from, via, via_detail) == -1) ||
 	    store_audit_append(s, inv->key, via != INV_ST_NONE ? via : from, to,
@@ -969,12 +1183,13 @@ int
 store_invoice_update(struct store *s, const struct record_invoice *inv)
 {
 	struct record_invoice old;
+	unsigned char seq[SEQ_LEN];
 	int64_t old_due;
 
-	if (store_invoice_current(s, inv, &old, "update") == -1)
+	if (store_invoice_current(s, inv, &old, seq, "update") == -1)
 		return -1;
 	old_due = old.next_due_ms;
-	return store_invoice_write(s, inv, old_due);
+	return store_invoice_write(s, seq, inv, old_due);
 }
 
 int
@@ -1017,30 +1232,68 @@ int
 store_invoice_foreach(struct store *s, int (*cb)(const struct record_invoice *, void *),
     void *arg)
 {
-	struct invoice_walk w = { cb, arg };
+	return store_invoice_foreach_after(s, NULL, cb, arg);
+}
 
-	return store_walk(s, DB_INV, NULL, 0, invoice_walk_fn, &w);
+int
+store_invoice_foreach_after(struct store *s, const unsigned char *after,
+    int (*cb)(const struct record_invoice *, void *), void *arg)
+{
+	struct invoice_walk w = { cb, arg };
+	unsigned char seq[SEQ_LEN];
+	int rc;
+
+	if (after == NULL)
+		return store_walk(s, DB_INV, NULL, 0, invoice_walk_fn, &w);
+	if ((rc = store_seq_get(s, after, seq)) != 0)
+		return rc;
+	put_be64(seq, get_be64(seq) + 1);
+	return store_walk(s, DB_INV, seq, SEQ_LEN, invoice_walk_fn, &w);
+}
+
+/* A value of db (doc or upo) of the invoice with this key. */
+static int
+store_blob_get(struct store *s, int db, const unsigned char key[INV_KEY_LEN],
+    unsigned char **data, size_t *len)
+{
+	unsigned char seq[SEQ_LEN];
+	int rc;
+
+	if ((rc = store_seq_get(s, key, seq)) != 0)
+		return rc;
+	return store_get(s, db, seq, SEQ_LEN, data, len);
 }
 
 int
 store_doc_get(struct store *s, const unsigned char key[INV_KEY_LEN], unsigned char **data,
     size_t *len)
 {
-	return store_get(s, DB_DOC, key, INV_KEY_LEN, data, len);
+	return store_blob_get(s, DB_DOC, key, data, len);
 }
 
 int
 store_upo_put(struct store *s, const unsigned char key[INV_KEY_LEN], const void *data,
     size_t len)
 {
-	return store_write(s, DB_UPO, key, INV_KEY_LEN, data, len, 0);
+	unsigned char seq[SEQ_LEN];
+	char hk[17];
+	int rc;
+
+	if ((rc = store_seq_get(s, key, seq)) != 0) {
+		if (rc == 1) {
+			record_key_short(key, hk);
+			log_warnx("store: UPO of invoice %s: no such invoice", hk);
+		}
+		return -1;
+	}
+	return store_write(s, DB_UPO, seq, SEQ_LEN, data, len, 0);
 }
 
 int
 store_upo_get(struct store *s, const unsigned char key[INV_KEY_LEN], unsigned char **data,
     size_t *len)
 {
-	return store_get(s, DB_UPO, key, INV_KEY_LEN, data, len);
+	return store_blob_get(s, DB_UPO, key, data, len);
 }
 
 /* ---- due and ident indexes ---- */

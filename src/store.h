@@ -1,7 +1,9 @@
 /*
  * store.h: the LMDB store, with group commit and the audit trail.
  *
- * One environment, named databases inv, doc, upo, due, ident, audit, meta.
+ * One environment, named databases inv, doc, upo, due, ident, audit, meta,
+ * ids.  inv, doc and upo are keyed by arrival number; ids maps the
+ * idempotency key to it.  Callers only ever see idempotency keys.
  *
  * Writes: every write made during one pass of the event loop joins one
  * write transaction (the "group"), begun on the first write and committed
@@ -29,7 +31,7 @@
 struct event_base;
 struct store;
 
-#define STORE_SCHEMA_VERSION	1
+#define STORE_SCHEMA_VERSION	2	/* 1: inv, doc, upo keyed by idempotency key */
 
 /* Status passed to commit callbacks. */
 #define STORE_COMMITTED		0
@@ -112,8 +114,11 @@ int	 store_invoice_transition_via(struct store *, struct record_invoice *inv,
 int	 store_invoice_update(struct store *, const struct record_invoice *inv);
 /* Set (0 clears) the invoice's due time and its due index entry. */
 int	 store_invoice_set_due(struct store *, struct record_invoice *inv, int64_t due_ms);
-/* Call cb for every invoice (in key order) until it returns non-zero.  cb must not write. */
+/* Call cb for every invoice (in arrival order) until it returns non-zero.  cb must not write. */
 int	 store_invoice_foreach(struct store *,
+	    int (*cb)(const struct record_invoice *, void *), void *arg);
+/* The same, from the invoice after `after` (NULL: the first); 1 if there is no such invoice. */
+int	 store_invoice_foreach_after(struct store *, const unsigned char *after,
 	    int (*cb)(const struct record_invoice *, void *), void *arg);
 
 /* The invoice XML as received, and the UPO.  *data: caller frees (NUL-terminated). */

@@ -90,11 +90,13 @@ for f in "$VALID"/fa3-*.xml "$VALID"/extra-fa3-*.xml; do
 	sed "s#<P_2>[^<]*</P_2>#<P_2>SAMPLE/$b</P_2>#" "$f" >"$T_TMP/sample.xml"
 	code=$(post "$T_TMP/sample.xml")
 	is "$code" 201 "accepted: $b"
+	json 'j["invoice"]["id"]' >>"$T_TMP/posted"
 done
 # FA(2) only under the test environment.
 code=$(post "$VALID/fa2-faktura-online.xml")
 is "$code" 201 "FA(2) accepted with intake.fa2 = yes"
 ID=$(json 'j["invoice"]["id"]')
+echo "$ID" >>"$T_TMP/posted"
 is "$(json 'j["result"]')" created "answer says created"
 like "$T_TMP/out" '"state": ?"QUEUED"' "new invoice is QUEUED"
 
@@ -120,6 +122,15 @@ is "$(get "/v1/invoices/$(printf '%064d' 0)")" 404 "GET an unknown id: 404"
 is "$(get "/v1/invoices?state=QUEUED&nip=$NIP&limit=2")" 200 "list with filters"
 is "$(json 'len(j["invoices"])')" 2 "list honours limit"
 is "$(get "/v1/invoices?state=BOGUS")" 400 "list with an unknown state: 400"
+# The list comes in the order the invoices arrived; after= pages on from one.
+get "/v1/invoices?limit=1000" >/dev/null
+json '"\n".join(i["id"] for i in j["invoices"])' >"$T_TMP/listed"
+ok "list: in the order the invoices arrived ($(wc -l <"$T_TMP/posted"))" \
+    cmp -s "$T_TMP/posted" "$T_TMP/listed"
+is "$(get "/v1/invoices?limit=1&after=$(sed -n 1p "$T_TMP/posted")")" 200 "list after the first"
+is "$(json 'j["invoices"][0]["id"]')" "$(sed -n 2p "$T_TMP/posted")" "it starts at the second"
+is "$(get "/v1/invoices?after=$(printf '%064d' 0)")" 400 "list after an unknown id: 400"
+is "$(json 'j["error"]')" bad_after "saying after is wrong"
 
 # Bad bodies: specific errors, nothing stored, still serving.
 before=$(count_records)

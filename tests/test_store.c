@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include <event2/event.h>
+#include <lmdb.h>
 
 #include "log.h"
 #include "record.h"
@@ -211,8 +212,8 @@ test_meta(const char *dir)
 	size_t len;
 	int n = 0;
 
-	ok(store_meta_get(s, "schema_version", &v, &len) == 0 && strcmp((char *)v, "1") == 0,
-	    "schema version 1 recorded");
+	ok(store_meta_get(s, "schema_version", &v, &len) == 0 && strcmp((char *)v, "2") == 0,
+	    "schema version 2 recorded");
 	free(v);
 	memset(&tok, 0, sizeof(tok));
 	tok.access_token = xstrdup("secret-access");
@@ -413,6 +414,239 @@ test_map_resized(const char *dir)
 	store_close(s);
 }
 
+/* ---- arrival order ---- */
+
+struct order_walk {
+	int		 n;
+	uint32_t	 i[16];
+};
+
+static int
+order_cb(const struct record_invoice *inv, void *arg)
+{
+	struct order_walk *w = arg;
+
+	if (w->n < 16)
+		w->i[w->n] = (uint32_t)inv->key[5] << 24 | (uint32_t)inv->key[6] << 16 |
+		    (uint32_t)inv->key[7] << 8 | inv->key[8];
+	w->n++;
+	return 0;
+}
+
+static int
+order_is(const struct order_walk *w, const uint32_t *want, int n)
+{
+	int k;
+
+	if (w->n != n)
+		return 0;
+	for (k = 0; k < n; k++)
+		if (w->i[k] != want[k])
+			return 0;
+	return 1;
+}
+
+/* Invoices come back in the order they arrived, not in key order. */
+static void
+test_arrival_order(const char *dir)
+{
+	struct store *s = fixture_open(NULL, dir, 1 << 20);
+	struct record_invoice inv[5], got;
+	const uint32_t order[5] = { 4, 1, 3, 0, 2 }, tail[2] = { 0, 2 };
+	const uint32_t after_fail[6] = { 4, 1, 3, 0, 2, 9 };
+	struct order_walk w;
+	unsigned char *x;
+	size_t len;
+	int k;
+
+	for (k = 0; k < 5; k++) {
+		fixture_invoice(&inv[k], 7, order[k]);
+		store_invoice_add(s, &inv[k], "<a/>", 4, NULL);
+	}
+	memset(&w, 0, sizeof(w));
+	store_invoice_foreach(s, order_cb, &w);
+	ok(order_is(&w, order, 5), "before the commit: in arrival order");
+	is_int(store_flush(s), STORE_COMMITTED, "committed");
+	memset(&w, 0, sizeof(w));
+	store_invoice_foreach(s, order_cb, &w);
+	ok(order_is(&w, order, 5), "after it: in arrival order");
+	memset(&w, 0, sizeof(w));
+	is_int(store_invoice_foreach_after(s, inv[2].key, order_cb, &w), 0, "after a key");
+	ok(order_is(&w, tail, 2), "the invoices that came after it");
+	memset(&w, 0, sizeof(w));
+	fixture_invoice(&got, 7, 99);
+	is_int(store_invoice_foreach_after(s, got.key, order_cb, &w), 1,
+	    "after an unknown key: 1");
+	is_int(w.n, 0, "and nothing walked");
+	record_invoice_free(&got);
+
+	/* A failed group gives its arrival numbers back; nothing is skipped or reused. */
+	fixture_invoice(&got, 7, 8);
+	store_invoice_add(s, &got, "<b/>", 4, NULL);
+	store_test_fail_commits(s, 1);
+	is_int(store_flush(s), STORE_FAILED, "a group that fails");
+	record_invoice_free(&got);
+	ok(store_invoice_get(s, inv[0].key, &got) == 0, "the earlier ones are there");
+	record_invoice_free(&got);
+	fixture_invoice(&got, 7, 9);
+	is_int(store_invoice_add(s, &got, "<c/>", 4, NULL), 0, "the next one");
+	is_int(store_flush(s), STORE_COMMITTED, "committed");
+	store_close(s);
+	s = fixture_open(NULL, dir, 1 << 20);
+	memset(&w, 0, sizeof(w));
+	store_invoice_foreach(s, order_cb, &w);
+	ok(order_is(&w, after_fail, 6), "after a reopen: the same order, the new one last");
+	ok(store_doc_get(s, got.key, &x, &len) == 0 && len == 4 && memcmp(x, "<c/>", 4) == 0,
+	    "its document is its own");
+	free(x);
+	record_invoice_free(&got);
+	/* The arrival number carries on after a reopen. */
+	fixture_invoice(&got, 7, 10);
+	store_invoice_add(s, &got, "<d/>", 4, NULL);
+	store_flush(s);
+	memset(&w, 0, sizeof(w));
+	store_invoice_foreach_after(s, inv[4].key, order_cb, &w);
+	ok(w.n == 2 && w.i[0] == 9 && w.i[1] == 10, "and goes on from there after a reopen");
+	record_invoice_free(&got);
+	for (k = 0; k < 5; k++)
+		record_invoice_free(&inv[k]);
+	store_close(s);
+}
+
+/* ---- schema 1 -> 2 ---- */
+
+/* Put key/value into the named database of a raw LMDB transaction. */
+static void
+raw_put(MDB_txn *txn, const char *db, const void *k, size_t klen, const void *v, size_t vlen)
+{
+	MDB_dbi dbi;
+	MDB_val mk, mv;
+
+	mk.mv_data = (void *)k;
+	mk.mv_size = klen;
+	mv.mv_data = (void *)v;
+	mv.mv_size = vlen;
+	if (mdb_dbi_open(txn, db, MDB_CREATE, &dbi) != 0 || mdb_put(txn, dbi, &mk, &mv, 0) != 0)
+		fatalx("raw_put %s", db);
+}
+
+/*
+ * A database as schema 1 wrote it (inv, doc and upo keyed by idempotency
+ * key), made with LMDB directly; n invoices received in the reverse of
+ * their key order; upo for the even ones.  A small map, so the upgrade must
+ * grow it.
+ */
+static void
+make_v1(const char *dir, int n)
+{
+	struct record_invoice inv;
+	MDB_env *env;
+	MDB_txn *txn;
+	struct buf b;
+	char doc[64];
+	int i;
+
+	if (mdb_env_create(&env) != 0 || mdb_env_set_maxdbs(env, 8) != 0 ||
+	    mdb_env_set_mapsize(env, 256 << 10) != 0 || mdb_env_open(env, dir, 0, 0600) != 0 ||
+	    mdb_txn_begin(env, NULL, 0, &txn) != 0)
+		fatalx("make_v1: lmdb");
+	raw_put(txn, "meta", "schema_version", 14, "1", 1);
+	for (i = 0; i < n; i++) {
+		fixture_invoice(&inv, 3, (uint32_t)i);
+		inv.received_ms = 1795514400000LL - i;	/* the last key came first */
+		if (i % 2 == 0)
+			inv.state = INV_ST_DONE;
+		buf_init(&b);
+		record_invoice_encode(&inv, &b);
+		raw_put(txn, "inv", inv.key, INV_KEY_LEN, b.data, b.len);
+		buf_free(&b);
+		snprintf(doc, sizeof(doc), "<doc n=\"%d\"/>", i);
+		raw_put(txn, "doc", inv.key, INV_KEY_LEN, doc, strlen(doc));
+		if (i % 2 == 0) {
+			snprintf(doc, sizeof(doc), "<upo n=\"%d\"/>", i);
+			raw_put(txn, "upo", inv.key, INV_KEY_LEN, doc, strlen(doc));
+		}
+		record_invoice_free(&inv);
+	}
+	if (mdb_txn_commit(txn) != 0)
+		fatalx("make_v1: commit");
+	mdb_env_close(env);
+}
+
+static void
+test_upgrade(void)
+{
+	char *dir = fixture_dir(), want[64];
+	struct record_invoice inv, got;
+	struct order_walk w;
+	struct store *s;
+	unsigned char *v;
+	size_t len;
+	int i, n = 400, good = 0, upos = 0, noupo = 0, bad = 0;
+	struct store_stats st;
+	uint32_t rev[16];
+
+	make_v1(dir, n);
+	s = fixture_open(NULL, dir, 256 << 10);
+	ok(store_meta_get(s, "schema_version", &v, &len) == 0 && strcmp((char *)v, "2") == 0,
+	    "schema 1 upgraded to 2");
+	free(v);
+	store_stats_get(s, &st);
+	ok(st.grows > 0, "the upgrade grew the map it did not fit in (%zu bytes now)",
+	    st.map_size);
+	for (i = 0; i < n; i++) {
+		fixture_invoice(&inv, 3, (uint32_t)i);
+		if (store_invoice_get(s, inv.key, &got) == 0) {
+			if (got.state != (i % 2 == 0 ? INV_ST_DONE : INV_ST_QUEUED))
+				bad++;
+			record_invoice_free(&got);
+		} else
+			bad++;
+		snprintf(want, sizeof(want), "<doc n=\"%d\"/>", i);
+		if (store_doc_get(s, inv.key, &v, &len) == 0) {
+			if (len == strlen(want) && memcmp(v, want, len) == 0)
+				good++;
+			free(v);
+		}
+		snprintf(want, sizeof(want), "<upo n=\"%d\"/>", i);
+		if (store_upo_get(s, inv.key, &v, &len) == 0) {
+			if (i % 2 == 0 && len == strlen(want) && memcmp(v, want, len) == 0)
+				upos++;
+			else
+				bad++;
+			free(v);
+		} else if (i % 2 == 1)
+			noupo++;
+		record_invoice_free(&inv);
+	}
+	is_int(bad, 0, "every record readable by its key, in its state; no stray UPO");
+	is_int(good, n, "every invoice with its own document");
+	is_int(upos, n / 2, "every UPO with its invoice");
+	is_int(noupo, n / 2, "and none where there was none");
+	memset(&w, 0, sizeof(w));
+	store_invoice_foreach(s, order_cb, &w);
+	for (i = 0; i < 16; i++)
+		rev[i] = (uint32_t)(n - 1 - i);
+	ok(w.n == n && memcmp(w.i, rev, sizeof(rev)) == 0,
+	    "in the order they were received (%d)", w.n);
+	fixture_invoice(&inv, 3, (uint32_t)n);
+	is_int(store_invoice_add(s, &inv, "<new/>", 6, NULL), 0, "a new invoice after the upgrade");
+	is_int(store_flush(s), STORE_COMMITTED, "committed");
+	store_close(s);
+	s = fixture_open(NULL, dir, 256 << 10);
+	memset(&w, 0, sizeof(w));
+	store_invoice_foreach_after(s, inv.key, order_cb, &w);
+	is_int(w.n, 0, "after a reopen it is the last one");
+	fixture_invoice(&got, 3, 0);
+	memset(&w, 0, sizeof(w));
+	store_invoice_foreach_after(s, got.key, order_cb, &w);
+	ok(w.n == 1 && w.i[0] == (uint32_t)n, "right after the first received");
+	record_invoice_free(&got);
+	record_invoice_free(&inv);
+	store_close(s);
+	fixture_rmdir(dir);
+}
+
 /* ---- schema versions ---- */
 
 static void
@@ -441,9 +675,9 @@ test_schema(void)
 	for (i = 0; i < 4; i++)
 		d[i] = fixture_dir();
 	s = fixture_open(NULL, d[0], 1 << 20);
-	store_meta_put(s, "schema_version", "2", 1);
+	store_meta_put(s, "schema_version", "3", 1);
 	store_close(s);
-	reopen_expect(d[0], "written by a newer ksefd (schema version 2", "newer schema");
+	reopen_expect(d[0], "written by a newer ksefd (schema version 3", "newer schema");
 
 	s = fixture_open(NULL, d[1], 1 << 20);
 	store_meta_put(s, "schema_version", "1x", 2);
@@ -676,6 +910,10 @@ main(void)
 	fixture_rmdir(dir);
 
 	test_schema();
+	test_upgrade();
+	dir = fixture_dir();
+	test_arrival_order(dir);
+	fixture_rmdir(dir);
 
 	dir = fixture_dir();
 	test_stale_reader(dir);
