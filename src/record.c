@@ -827,16 +827,25 @@ codec_fill(struct rd *r, void *rec)
 	const struct rtype *rt = r->rt;
 	uint64_t seen = 0, i, n;
 	const char *k;
-	size_t klen, j;
+	size_t klen, j, c, next = 0;
 
 	if (rd_map(r, &n) == -1)
 		return -1;
 	for (i = 0; i < n; i++) {
 		if (rd_key(r, &k, &klen) == -1)
 			return -1;
-		for (j = 0; j < rt->nfields; j++)
+		/*
+		 * Records are written in table order: look for the field
+		 * after the last one found first, so a record costs one
+		 * name compare per field, not one per field pair.
+		 */
+		for (c = 0, j = next; c < rt->nfields; c++, j = (j + 1) % rt->nfields)
 			if (key_is(k, klen, rt->fields[j].name))
 				break;
+		if (c == rt->nfields)
+			j = rt->nfields;
+		else
+			next = (j + 1) % rt->nfields;
 		if (j == rt->nfields ||
 		    (r->only != 0 && !(r->only & ((uint64_t)1 << j)))) {
 			if (rd_skip(r, 1) == -1)	/* "v", "t", from a newer ksefd, or not asked for */

@@ -3,6 +3,8 @@
 
 #include <stdint.h>
 
+#include <msgpack.h>
+
 #include "log.h"
 #include "record.h"
 #include "util.h"
@@ -325,6 +327,40 @@ test_bad_inputs(void)
 	patch(&enc, P("\xa4hold\xc3"), P("\xa4HOLD\x82\xa1" "a\x92\x01\xc0\xa1" "b\xc7\x02\x05xy"), &bad);
 	ok(record_invoice_decode(bad.data, bad.len, &in, &err) == 0, "nested unknown field skipped");
 	record_invoice_free(&in);
+
+	/* The fields in the reverse order: the same record. */
+	{
+		msgpack_unpacked u;
+		msgpack_sbuffer sb;
+		msgpack_packer pk;
+		msgpack_object_map *m;
+		struct buf again;
+		uint32_t j;
+
+		msgpack_unpacked_init(&u);
+		msgpack_sbuffer_init(&sb);
+		msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+		ok(msgpack_unpack_next(&u, (const char *)enc.data, enc.len, NULL) ==
+		    MSGPACK_UNPACK_SUCCESS && u.data.type == MSGPACK_OBJECT_MAP,
+		    "the encoding is one map");
+		m = &u.data.via.map;
+		msgpack_pack_map(&pk, m->size);
+		for (j = m->size; j-- > 0; ) {
+			msgpack_pack_object(&pk, m->ptr[j].key);
+			msgpack_pack_object(&pk, m->ptr[j].val);
+		}
+		buf_init(&again);
+		if (ok(record_invoice_decode(sb.data, sb.size, &in, &err) == 0,
+		    "fields in the reverse order: decoded")) {
+			record_invoice_encode(&in, &again);
+			ok(again.len == enc.len && memcmp(again.data, enc.data, enc.len) == 0,
+			    "to the same record");
+			record_invoice_free(&in);
+		}
+		buf_free(&again);
+		msgpack_sbuffer_destroy(&sb);
+		msgpack_unpacked_destroy(&u);
+	}
 
 	buf_add(&enc, "\x00", 1);
 	ok(record_invoice_decode(enc.data, enc.len, &in, &err) == -1 &&
