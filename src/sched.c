@@ -1346,9 +1346,13 @@ job_send(struct sched *s, struct job *j, int64_t now)
 	store_on_commit(s->store, send_commit_cb, j);
 }
 
-/* Send what is due in one form of one context; 1 if one was started. */
+/*
+ * Send what is due in one form of one context; 1 if one was started (or
+ * held or expired).  With may_send 0 only the holds and retry.max_age are
+ * applied: an invoice expires on time even while nothing may be sent.
+ */
 static int
-ctx_send_one(struct sctx *c, int form, int64_t now, int64_t *next)
+ctx_send_one(struct sctx *c, int form, int may_send, int64_t now, int64_t *next)
 {
 	struct sched *s = c->s;
 	struct job *j;
@@ -1360,7 +1364,8 @@ ctx_send_one(struct sctx *c, int form, int64_t now, int64_t *next)
 	if (j->due > now) {
 		if (j->due < *next)
 			*next = j->due;
-		ctx_session(c, form, 0, now, next);
+		if (may_send)
+			ctx_session(c, form, 0, now, next);
 		return 0;
 	}
 	if (j->hold) {
@@ -1373,6 +1378,11 @@ ctx_send_one(struct sctx *c, int form, int64_t now, int64_t *next)
 		    "retry.max_age", NULL);
 		return 1;
 	}
+	/* Wake up for its expiry, whatever else keeps it waiting. */
+	if (j->received_ms + s->conf->max_age < *next)
+		*next = j->received_ms + s->conf->max_age;
+	if (!may_send)
+		return 0;
 	if (s->outage)
 		return 0;	/* sched_outage_set() kicks when it ends */
 	cap = (unsigned)(SCHED_SEND_SLOTS * breaker_factor(&c->br) / 1000);
@@ -1965,15 +1975,17 @@ sched_run(struct sched *s)
 	/*
 	 * Sends interleave across contexts, one at a time each (fairness).
 	 * A context's first sends wait for KSeF's limits while they are
-	 * being fetched (one request), so they cannot burst past them.
+	 * being fetched (one request), so they cannot burst past them; its
+	 * invoices still expire meanwhile.
 	 */
 	do {
 		progress = 0;
 		for (c = s->ctxs; c != NULL; c = c->next) {
-			if (c->gone || (c->limits_busy && !c->limits_known))
+			if (c->gone)
 				continue;
 			for (f = 0; f < SCHED_NFORMS; f++)
-				progress |= ctx_send_one(c, f, now, &next);
+				progress |= ctx_send_one(c, f,
+				    !(c->limits_busy && !c->limits_known), now, &next);
 		}
 	} while (progress);
 	for (c = s->ctxs; c != NULL; c = c->next) {
