@@ -87,16 +87,15 @@ like "$T_TMP/upo2b.xml" "$(python3 -c 'import json,sys; print(json.load(open(sys
 trap t_cleanup EXIT
 
 # 2. retry: an invoice that expired (retry.max_age) while KSeF was unreachable.
-ksefd_conf "$T_TMP/r.conf" "$T_TMP/rdb"
-t_secret "$T_TMP/tokens/5265877635"
-cat >>"$T_TMP/r.conf" <<EOF2
-[retry]
-max_age = 1ms
-[intake]
-future_tolerance = 1d
-[context 5265877635]
-token_file = $T_TMP/tokens/5265877635
-EOF2
+# unreachable_conf FILE DB RETRY-LINES: ksefd with KSeF unreachable.
+unreachable_conf() {
+	ksefd_conf "$1" "$2"
+	t_secret "$T_TMP/tokens/5265877635"
+	printf '[retry]\n%b\n[intake]\nfuture_tolerance = 1d\n' "$3" >>"$1"
+	printf '[context 5265877635]\ntoken_file = %s\n' \
+	    "$T_TMP/tokens/5265877635" >>"$1"
+}
+unreachable_conf "$T_TMP/r.conf" "$T_TMP/rdb" "max_age = 1ms"
 ok "ksefd starts" ksefd_start -f "$T_TMP/r.conf"
 SOCK=$T_TMP/ksefd.sock
 sed 's#<P_2>[^<]*</P_2>#<P_2>RETRY/1</P_2>#' "$TEMPLATE" >"$T_TMP/r.xml"
@@ -124,17 +123,8 @@ ok "ksefd stops" ksefd_stop TERM
 
 # 2b. It expires on time although nothing else wakes the scheduler: KSeF
 # unreachable and its next authentication a minute away.
-ksefd_conf "$T_TMP/e.conf" "$T_TMP/edb"
-cat >>"$T_TMP/e.conf" <<EOF2
-[retry]
-max_age = 2s
-backoff_min = 60s
-backoff_max = 60s
-[intake]
-future_tolerance = 1d
-[context 5265877635]
-token_file = $T_TMP/tokens/5265877635
-EOF2
+unreachable_conf "$T_TMP/e.conf" "$T_TMP/edb" \
+    "max_age = 2s\nbackoff_min = 60s\nbackoff_max = 60s"
 ok "ksefd starts (retry.max_age 2s, backoff 60s)" ksefd_start -f "$T_TMP/e.conf"
 sed 's#<P_2>[^<]*</P_2>#<P_2>EXPIRE/1</P_2>#' "$TEMPLATE" >"$T_TMP/e.xml"
 EID=$("$CTL" -s "$SOCK" -j submit "$T_TMP/e.xml" |
