@@ -1310,7 +1310,8 @@ send_commit_cb(int status, void *arg)
 		return;
 	}
 	s->st.sent++;
-	ksef_invoice_send(c->k, ss->rs, doc, len, send_cb, j);
+	/* The hash taken at intake: KSeF refuses bytes changed since. */
+	ksef_invoice_send(c->k, ss->rs, doc, len, j->sha, send_cb, j);
 	free(doc);
 }
 

@@ -179,7 +179,7 @@ send_ok(struct ksef_ctx *ctx, const struct record_session *s,
 	struct wait w = { 0 };
 	char *ref;
 
-	ksef_invoice_send(ctx, s, xml, len, wait_cb, &w);
+	ksef_invoice_send(ctx, s, xml, len, NULL, wait_cb, &w);
 	ok(!w.done, "%s: no callback from inside the call", what);
 	ok(wait_for(&w, what)->outcome == KSEF_ACCEPTED &&
 	    w.res.reference != NULL, "%s: accepted with a reference", what);
@@ -387,16 +387,34 @@ main(int argc, char **argv)
 	wait_reset(&w);
 	free(iref2);
 
+	/* The hash taken when the invoice was received goes as invoiceHash. */
+	{
+		unsigned char other[32];
+
+		ksef_invoice_send(ctx, sess, xml, len, sha, wait_cb, &w);
+		ok(wait_for(&w, "stored hash")->outcome == KSEF_ACCEPTED,
+		    "send with the stored hash: accepted");
+		wait_reset(&w);
+		memcpy(other, sha, sizeof(other));
+		other[0] ^= 1;	/* the bytes have changed since */
+		ksef_invoice_send(ctx, sess, xml, len, other, wait_cb, &w);
+		wait_for(&w, "changed bytes");
+		ok(w.res.outcome == KSEF_FATAL && w.res.code == 21403,
+		    "bytes that no longer match their stored hash: refused "
+		    "(21403, got %d)", w.res.code);
+		wait_reset(&w);
+	}
+
 	/* Faults on the send: 503, 429, hang, reset after processing. */
 	ok(sim_control("{\"rules\":[{\"group\":\"invoiceSend\",\"kind\":"
 	    "\"503\",\"count\":1}]}") == 200, "fault: one 503");
-	ksef_invoice_send(ctx, sess, xml, len, wait_cb, &w);
+	ksef_invoice_send(ctx, sess, xml, len, NULL, wait_cb, &w);
 	ok(wait_for(&w, "503")->outcome == KSEF_TRANSIENT && w.res.in_doubt,
 	    "503 HTML: transient, in doubt");
 	wait_reset(&w);
 	ok(sim_control("{\"rules\":[{\"group\":\"invoiceSend\",\"kind\":"
 	    "\"429\",\"ms\":3000,\"count\":1}]}") == 200, "fault: one 429");
-	ksef_invoice_send(ctx, sess, xml, len, wait_cb, &w);
+	ksef_invoice_send(ctx, sess, xml, len, NULL, wait_cb, &w);
 	ok(wait_for(&w, "429")->outcome == KSEF_RETRY_AFTER &&
 	    w.res.retry_at_ms >= time_now_ms() + 1500,
 	    "429: retry after, not sooner than Retry-After");
@@ -405,7 +423,7 @@ main(int argc, char **argv)
 	    "\"hang\",\"count\":1}]}") == 200, "fault: one hang");
 	bad = ctx_make(argv[3], 500);
 	ksef_ctx_token_set(bad, &ctx->tok);
-	ksef_invoice_send(bad, sess, xml, len, wait_cb, &w);
+	ksef_invoice_send(bad, sess, xml, len, NULL, wait_cb, &w);
 	ok(wait_for(&w, "hang")->outcome == KSEF_TRANSIENT && w.res.in_doubt,
 	    "no answer: timeout, transient, in doubt");
 	wait_reset(&w);
@@ -427,7 +445,7 @@ main(int argc, char **argv)
 	bad = ksef_ctx_new(base, http2, &(struct ksef_ctx_options){
 	    .base_url = base_url, .nip = NIP, .token = argv[3] });
 	ksef_ctx_token_set(bad, &ctx->tok);
-	ksef_invoice_send(bad, sess, xml, len, wait_cb, &w);
+	ksef_invoice_send(bad, sess, xml, len, NULL, wait_cb, &w);
 	wait_for(&w, "reset-after");
 	ok(w.res.outcome == KSEF_TRANSIENT && w.res.in_doubt,
 	    "reset after processing: transient, in doubt (%s)",
@@ -520,7 +538,7 @@ main(int argc, char **argv)
 	ksef_session_close(ctx, sess->session_ref, wait_cb, &w);
 	ok(wait_for(&w, "close")->outcome == KSEF_OK, "session closed");
 	wait_reset(&w);
-	ksef_invoice_send(ctx, sess, xml, len, wait_cb, &w);
+	ksef_invoice_send(ctx, sess, xml, len, NULL, wait_cb, &w);
 	ok(wait_for(&w, "send after close")->outcome == KSEF_SESSION_GONE,
 	    "send after close: session gone");
 	wait_reset(&w);

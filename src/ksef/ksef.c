@@ -691,7 +691,8 @@ ksef_send_reply(struct ksef_op *op, struct http_response *r)
 
 void
 ksef_invoice_send(struct ksef_ctx *ctx, const struct record_session *s,
-    const void *xml, size_t len, ksef_cb cb, void *arg)
+    const void *xml, size_t len, const unsigned char *sha256, ksef_cb cb,
+    void *arg)
 {
 	struct ksef_op *op = ksef_op_new(ctx, KSEF_OP_INVOICE_SEND, cb, arg);
 	char hash[KSEF_SHA_B64_LEN + 1], enc_hash[KSEF_SHA_B64_LEN + 1];
@@ -709,7 +710,10 @@ ksef_invoice_send(struct ksef_ctx *ctx, const struct record_session *s,
 		ksef_op_done(op);
 		return;
 	}
-	ksef_sha256_b64(xml, len, hash);
+	if (sha256 != NULL)
+		EVP_EncodeBlock((unsigned char *)hash, sha256, KSEF_SHA_LEN);
+	else
+		ksef_sha256_b64(xml, len, hash);
 	ksef_aes_encrypt(s->aes_key, s->aes_iv, xml, len, &enc, &enc_len);
 	ksef_sha256_b64(enc, enc_len, enc_hash);
 	content = ksef_b64_encode(enc, enc_len);

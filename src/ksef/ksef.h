@@ -223,9 +223,13 @@ void	 ksef_session_open(struct ksef_ctx *, enum inv_form, ksef_cb, void *);
  * generic outcomes; a TRANSIENT with in_doubt set must be resolved through
  * the session's invoice list (by invoice hash) before any resend.  The XML
  * is encrypted before this returns: the buffer need not outlive the call.
+ * sha256: the SHA-256 of the invoice as it was received (NULL: computed
+ * here), sent as its invoiceHash, so KSeF refuses (21403) bytes that have
+ * changed since.
  */
 void	 ksef_invoice_send(struct ksef_ctx *, const struct record_session *,
-	    const void *xml, size_t len, ksef_cb, void *);
+	    const void *xml, size_t len, const unsigned char *sha256, ksef_cb,
+	    void *);
 void	 ksef_session_close(struct ksef_ctx *, const char *session_ref,
 	    ksef_cb, void *);
 /* OK with result->sess. */
