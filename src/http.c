@@ -17,6 +17,7 @@
 #include <string.h>
 #include <strings.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <curl/curl.h>
 #include <event2/event.h>
@@ -69,12 +70,21 @@ struct http_request {
 
 TAILQ_HEAD(http_reqs, http_request);
 
-/* A socket curl watches; freed only when no callback can be using it. */
+/*
+ * A socket of curl's; freed only when no callback of ours runs.  Between
+ * two transfers on a kept-alive connection curl stops watching it
+ * (CURL_POLL_REMOVE): the socket is parked, its read event left in place,
+ * so the next transfer costs no epoll_ctl pair.  A parked socket that
+ * becomes readable (the server closed it) is no longer watched; curl finds
+ * that out when it next uses the connection.  It goes when curl closes it
+ * (CURLOPT_CLOSESOCKETFUNCTION).
+ */
 struct http_sock {
 	LIST_ENTRY(http_sock)	 entry;
 	struct http		*h;
 	curl_socket_t		 fd;
 	int			 dead;
+	int			 parked;
 	struct event		*ev;
 };
 
@@ -87,6 +97,8 @@ struct http {
 	struct http_reqs	 deferred;
 	unsigned		 n_active, n_deferred;
 	LIST_HEAD(, http_sock)	 socks;
+	struct http_sock	**byfd;		/* live sockets by descriptor */
+	size_t			 nbyfd;
 	int			 depth;		/* nesting of our entry points */
 	int			 closing;
 	char			*ca_file;
@@ -239,6 +251,10 @@ http_socket_cb(evutil_socket_t fd, short what, void *arg)
 	struct http *h = s->h;
 	int running, flags = 0;
 
+	if (s->parked) {
+		event_del(s->ev);	/* closed by the server, or junk */
+		return;
+	}
 	if (what & EV_READ)
 		flags |= CURL_CSELECT_IN;
 	if (what & EV_WRITE)
@@ -278,15 +294,22 @@ http_curl_socket_cb(CURL *easy, curl_socket_t fd, int what, void *arg,
 	if (what == CURL_POLL_REMOVE) {
 		if (s == NULL)
 			return 0;	/* a socket we never watched */
-		event_del(s->ev);
 		curl_multi_assign(h->multi, fd, NULL);
-		s->dead = 1;
+		/* Parked: only a read event may stay (see struct http_sock). */
+		s->parked = 1;
+		if (event_get_events(s->ev) & EV_WRITE)
+			event_del(s->ev);
 		return 0;
 	}
 	if (what & CURL_POLL_IN)
 		ev |= EV_READ;
 	if (what & CURL_POLL_OUT)
 		ev |= EV_WRITE;
+	if (s == NULL && fd >= 0 && (size_t)fd < h->nbyfd && h->byfd[fd] != NULL) {
+		s = h->byfd[fd];	/* parked since its last transfer */
+		s->parked = 0;
+		curl_multi_assign(h->multi, fd, s);
+	}
 	if (s == NULL) {
 		s = xcalloc(1, sizeof(*s));
 		s->h = h;
@@ -296,6 +319,19 @@ http_curl_socket_cb(CURL *easy, curl_socket_t fd, int what, void *arg,
 			fatalx("http: event_new failed");
 		LIST_INSERT_HEAD(&h->socks, s, entry);
 		curl_multi_assign(h->multi, fd, s);
+		if (fd >= 0) {
+			if ((size_t)fd >= h->nbyfd) {
+				size_t n = h->nbyfd ? h->nbyfd : 64;
+
+				while (n <= (size_t)fd)
+					n *= 2;
+				h->byfd = xrealloc(h->byfd, n * sizeof(*h->byfd));
+				memset(h->byfd + h->nbyfd, 0,
+				    (n - h->nbyfd) * sizeof(*h->byfd));
+				h->nbyfd = n;
+			}
+			h->byfd[fd] = s;
+		}
 	} else if (event_get_events(s->ev) == ev &&
 	    event_pending(s->ev, EV_READ | EV_WRITE, NULL))
 		return 0;	/* already watched for that: no epoll_ctl pair */
@@ -306,6 +342,21 @@ http_curl_socket_cb(CURL *easy, curl_socket_t fd, int what, void *arg,
 	if (event_add(s->ev, NULL) == -1)
 		fatalx("http: cannot watch socket %d", (int)fd);
 	return 0;
+}
+
+/* CURLOPT_CLOSESOCKETFUNCTION: the socket goes, and its event with it. */
+static int
+http_close_cb(void *arg, curl_socket_t fd)
+{
+	struct http *h = arg;
+	struct http_sock *s;
+
+	if (fd >= 0 && (size_t)fd < h->nbyfd && (s = h->byfd[fd]) != NULL) {
+		event_del(s->ev);
+		h->byfd[fd] = NULL;
+		s->dead = 1;	/* freed by http_leave() */
+	}
+	return close(fd);
 }
 
 /* libevent: deliver the refusals of the last loop pass. */
@@ -376,12 +427,13 @@ http_free(struct http *h)
 	while (h->npool > 0)
 		curl_easy_cleanup(h->pool[--h->npool]);
 	curl_multi_cleanup(h->multi);
-	/* Sockets curl closed without a REMOVE, if any. */
+	/* Sockets curl closed without telling us, if any. */
 	while ((s = LIST_FIRST(&h->socks)) != NULL) {
 		LIST_REMOVE(s, entry);
 		event_free(s->ev);
 		free(s);
 	}
+	free(h->byfd);
 	event_free(h->timer);
 	event_free(h->defer);
 	free(h->ca_file);
@@ -728,6 +780,8 @@ http_easy_setup(struct http *h, struct http_request *req)
 #define SET(opt, val)	do { if (c == CURLE_OK) c = curl_easy_setopt(e, opt, val); } while (0)
 	SET(CURLOPT_URL, req->url);
 	SET(CURLOPT_PRIVATE, (char *)req);
+	SET(CURLOPT_CLOSESOCKETFUNCTION, http_close_cb);
+	SET(CURLOPT_CLOSESOCKETDATA, h);
 	SET(CURLOPT_ERRORBUFFER, req->errbuf);
 	SET(CURLOPT_NOSIGNAL, 1L);
 	SET(CURLOPT_PROTOCOLS_STR, "http,https");

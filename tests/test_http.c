@@ -5,6 +5,7 @@
  */
 #include "config.h"
 
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <netinet/in.h>
@@ -691,6 +692,53 @@ test_connection_cache(int port)
 	http_max_host_connections_set(H, 0);
 }
 
+static long
+cpu_ms(void)
+{
+	struct rusage ru;
+
+	getrusage(RUSAGE_SELF, &ru);
+	return (ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1000L +
+	    (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1000;
+}
+
+/*
+ * A kept-alive connection that the server closes while it is idle.  Its
+ * socket has stayed parked, with a read event, since its transfer: the
+ * close must not make the loop spin (the event goes at the first sign),
+ * and the next request gets a new connection.
+ */
+static void
+test_idle_close(void)
+{
+	struct evhttp *srv;
+	struct timeval idle = { 0, 50000 }, wait = { 0, 300000 };
+	static struct result r;
+	char url[128];
+	int port, nconn;
+	long c0, used;
+
+	srv = server_start(&port, NULL);
+	evhttp_set_timeout_tv(srv, &idle);	/* it closes idle connections */
+	snprintf(url, sizeof(url), "http://127.0.0.1:%d/echo", port);
+	nconn = nseen;
+	start(&r, HTTP_GET, url);
+	ok(run() && r.done == 1 && r.status == 200, "idle close: first request answered");
+	result_reset(&r);
+	c0 = cpu_ms();
+	event_base_loopexit(base, &wait);
+	event_base_dispatch(base);
+	used = cpu_ms() - c0;
+	ok(used < 150, "the server's close of the idle connection did not spin "
+	    "the loop (%ld ms of CPU in 300 ms)", used);
+	start(&r, HTTP_GET, url);
+	ok(run() && r.done == 1 && r.status == 200 && r.outcome == HTTP_OUT_OK,
+	    "the next request is answered");
+	is_int(nseen - nconn, 2, "on a new connection");
+	result_reset(&r);
+	evhttp_free(srv);
+}
+
 static void
 test_failures(int port, int hang_port, int reset_port, int garbage_port)
 {
@@ -984,6 +1032,7 @@ main(void)
 	int port, hang_port, reset_port, garbage_port, tls_port, i;
 
 	signal(SIGPIPE, SIG_IGN);
+	alarm(120);	/* a loop that spins or hangs fails the test, not CI */
 	log_init("test_http", 1, LOG_LVL_WARN);
 	if (getenv("TEST_HTTP_TRACE"))
 		log_trace_set(TRACE_HTTP);
@@ -1004,6 +1053,7 @@ main(void)
 	test_trace(port, dir);
 	test_concurrency(port);
 	test_connection_cache(port);
+	test_idle_close();
 	test_failures(port, hang_port, reset_port, garbage_port);
 	test_too_large(port);
 	test_retry_after(port);
