@@ -101,6 +101,7 @@ struct store {
 	uint64_t	 commit_gap_us;		/* store_commit_gap_set() */
 	int		 failed;	/* the group failed; its writes are gone */
 	struct buf	 oplog;		/* the group's writes (struct store_op) */
+	size_t		 nops;		/* how many */
 	struct store_cb	*cbs;		/* the group's commit callbacks */
 	size_t		 ncbs, cbs_cap;
 
@@ -181,6 +182,24 @@ store_txn_begin(struct store *s, unsigned int flags, MDB_txn **txn)
 }
 
 /* ---- opening ---- */
+
+/* Double the map (no transaction may be open): 0 or an LMDB code. */
+static int
+store_map_double(struct store *s)
+{
+	size_t old = s->map_size;
+	int rc;
+
+	if (old > SIZE_MAX / 2)
+		return MDB_MAP_FULL;
+	if ((rc = mdb_env_set_mapsize(s->env, old * 2)) != 0)
+		return rc;
+	s->map_size = old * 2;
+	s->st.grows++;
+	log_info("store: database map full, grown from %zu to %zu bytes", old,
+	    s->map_size);
+	return 0;
+}
 
 struct mig_inv {
 	int64_t		 received_ms;
@@ -457,14 +476,11 @@ store_open(struct event_base *base, const char *path, size_t map_size, int flags
 		log_info("store: cleared %d stale reader(s) in %s", dead, path);
 	for (tries = 0; (rc = store_init_schema(s, err, errlen)) == MDB_MAP_FULL; tries++) {
 		/* An upgrade writes every invoice again: give it room. */
-		if (tries == GROW_TRIES || s->map_size > SIZE_MAX / 2 ||
-		    mdb_env_set_mapsize(s->env, s->map_size * 2) != 0) {
+		if (tries == GROW_TRIES || store_map_double(s) != 0) {
 			errf(err, errlen, "store: %s: no room to upgrade the database "
 			    "(map of %zu bytes)", path, s->map_size);
 			goto fail;
 		}
-		s->map_size *= 2;
-		s->st.grows++;
 	}
 	if (rc != 0)
 		goto fail;
@@ -492,6 +508,7 @@ store_ops_free(struct store *s)
 	if (s->oplog.cap > OPLOG_KEEP)
 		buf_free(&s->oplog);
 	buf_reset(&s->oplog);
+	s->nops = 0;
 }
 
 /* The group's next write in its log after *off, or NULL at the end. */
@@ -565,22 +582,15 @@ static int
 store_group_regrow(struct store *s)
 {
 	const struct store_op *op;
-	size_t old, off;
+	size_t off;
 	int rc = MDB_MAP_FULL, tries;
 
 	for (tries = 0; tries < GROW_TRIES && rc == MDB_MAP_FULL; tries++) {
 		if (s->wtxn != NULL)
 			mdb_txn_abort(s->wtxn);
 		s->wtxn = NULL;
-		old = s->map_size;
-		if (old > SIZE_MAX / 2)
-			return MDB_MAP_FULL;
-		if ((rc = mdb_env_set_mapsize(s->env, old * 2)) != 0)
+		if ((rc = store_map_double(s)) != 0)
 			return rc;
-		s->map_size = old * 2;
-		s->st.grows++;
-		log_info("store: database map full, grown from %zu to %zu bytes", old,
-		    s->map_size);
 		if ((rc = store_txn_begin(s, 0, &s->wtxn)) != 0) {
 			s->wtxn = NULL;
 			return rc;
@@ -627,6 +637,7 @@ store_write(struct store *s, int db, const void *key, size_t klen, const void *v
 	buf_reserve(&s->oplog, size);
 	op = (struct store_op *)(s->oplog.data + s->oplog.len);
 	s->oplog.len += size;
+	s->nops++;
 	op->db = (uint32_t)db;
 	op->del = del != 0;
 	op->klen = klen;
@@ -672,13 +683,11 @@ store_group_commit(struct store *s)
 	struct store_cb *cbs;
 	int status = STORE_COMMITTED, rc = 0, tries;
 	uint64_t t0 = 0;
-	size_t nops = 0, ncbs, i, off = 0;
+	size_t nops = s->nops, ncbs, i;
 
 	if (s->iterating || s->rdepth > 0)
 		fatalx("store: commit inside a read or a foreach callback");
 	s->pending = 0;
-	while (store_op_next(s, &off) != NULL)
-		nops++;
 	if (s->failed)
 		status = STORE_FAILED;
 	else if (s->wtxn != NULL && s->fail_commits > 0) {
@@ -1129,12 +1138,12 @@ store_invoice_current(struct store *s, const struct record_invoice *inv,
 }
 
 /* The record written once in state `to`; the audit events through `via` if set. */
-static int
-store_invoice_move(struct store *s, struct record_invoice *inv, enum inv_state via,
-    const char *via_detail, enum inv_state to, const char *detail)
+int
+store_invoice_transition_via(struct store *s, struct record_invoice *inv,
+    enum inv_state via, const char *via_detail, enum inv_state to, const char *detail)
 {
 	struct record_invoice old;
-	enum inv_state from = inv->state;
+	enum inv_state from = inv->state, mid = via != INV_ST_NONE ? via : from;
 	unsigned char seq[SEQ_LEN];
 	int64_t old_due;
 	char hk[17];
@@ -1149,19 +1158,14 @@ store_invoice_move(struct store *s, struct record_invoice *inv, enum inv_state v
 	if (store_invoice_write(s, seq, inv, old_due) == -1 ||
 	    (via != INV_ST_NONE &&
 	    store_audit_append(s, inv->key, from, via, via_detail) == -1) ||
-	    store_audit_append(s, inv->key, via != INV_ST_NONE ? via : from, to,
-	    detail) == -1) {
+	    store_audit_append(s, inv->key, mid, to, detail) == -1) {
 		inv->state = from;
 		return -1;
 	}
 	record_key_short(inv->key, hk);
-	if (via != INV_ST_NONE)
-		log_debug("store: invoice %s %s -> %s -> %s", hk,
-		    record_state_name(from), record_state_name(via),
-		    record_state_name(to));
-	else
-		log_debug("store: invoice %s %s -> %s", hk,
-		    record_state_name(from), record_state_name(to));
+	log_debug("store: invoice %s %s -> %s%s%s", hk, record_state_name(from),
+	    via != INV_ST_NONE ? record_state_name(via) : "",
+	    via != INV_ST_NONE ? " -> " : "", record_state_name(to));
 	return 0;
 }
 
@@ -1169,14 +1173,7 @@ int
 store_invoice_transition(struct store *s, struct record_invoice *inv, enum inv_state to,
     const char *detail)
 {
-	return store_invoice_move(s, inv, INV_ST_NONE, NULL, to, detail);
-}
-
-int
-store_invoice_transition_via(struct store *s, struct record_invoice *inv,
-    enum inv_state via, const char *via_detail, enum inv_state to, const char *detail)
-{
-	return store_invoice_move(s, inv, via, via_detail, to, detail);
+	return store_invoice_transition_via(s, inv, INV_ST_NONE, NULL, to, detail);
 }
 
 int
