@@ -121,6 +121,18 @@ like "$T_TMP/retry-all.out" '^1 retried, 0 not retried$' "and says how many"
 is "$?" 2 "retry --state of another state: usage error"
 ok "ksefd stops" ksefd_stop TERM
 
+# expect_expired SOCK ID WAIT LIMIT WHAT: within WAIT seconds the invoice is
+# FAILED, having expired unsent, and it took less than LIMIT.
+expect_expired() {
+	_t0=$(date +%s)
+	wait_until "$3" sh -c "'$CTL' -s '$1' -j show $2 | grep -q '\"FAILED\"'"
+	_t1=$(date +%s)
+	"$CTL" -s "$1" -j show "$2" >"$T_TMP/expired.json"
+	like "$T_TMP/expired.json" '"state": *"FAILED"' "FAILED at its max_age, $5"
+	like "$T_TMP/expired.json" 'expired' "expired, not sent"
+	ok "within $4 s ($((_t1 - _t0)) s)" test $((_t1 - _t0)) -lt "$4"
+}
+
 # 2b. It expires on time although nothing else wakes the scheduler: KSeF
 # unreachable and its next authentication a minute away.
 unreachable_conf "$T_TMP/e.conf" "$T_TMP/edb" \
@@ -129,12 +141,7 @@ ok "ksefd starts (retry.max_age 2s, backoff 60s)" ksefd_start -f "$T_TMP/e.conf"
 sed 's#<P_2>[^<]*</P_2>#<P_2>EXPIRE/1</P_2>#' "$TEMPLATE" >"$T_TMP/e.xml"
 EID=$("$CTL" -s "$SOCK" -j submit "$T_TMP/e.xml" |
     python3 -c 'import json,sys; print(json.loads(sys.stdin.readline())["invoice"]["id"])')
-t0=$(date +%s)
-wait_until 12 sh -c "'$CTL' -s '$SOCK' -j show $EID | grep -q '\"FAILED\"'"
-t1=$(date +%s)
-"$CTL" -s "$SOCK" -j show "$EID" >"$T_TMP/eshow.json"
-like "$T_TMP/eshow.json" '"state": *"FAILED"' "FAILED at its max_age, not at the next authentication"
-ok "within 10 s ($((t1 - t0)) s)" test $((t1 - t0)) -lt 10
+expect_expired "$SOCK" "$EID" 12 10 "not at the next authentication"
 ok "ksefd stops" ksefd_stop TERM
 
 # 3. It expires on time while KSeF's limits are being fetched (the fetch
@@ -145,13 +152,7 @@ sb_start "--processing-delay 0 --fault other:hang:every=1"
 unset KSEFD_CONF_EXTRA
 wait_until 10 grep -q 'authenticated' "$KSEFD_LOG"
 LID=$(sb_submit EXPIRE/2 "$T_TMP/l.xml")
-t0=$(date +%s)
-wait_until 9 sh -c "'$CTL' -s '$KSEFD_SOCKET' -j show $LID | grep -q '\"FAILED\"'"
-t1=$(date +%s)
-"$CTL" -s "$KSEFD_SOCKET" -j show "$LID" >"$T_TMP/lshow.json"
-like "$T_TMP/lshow.json" '"state": *"FAILED"' "FAILED at its max_age while the limits fetch hangs"
-ok "before the fetch times out ($((t1 - t0)) s)" test $((t1 - t0)) -lt 8
-like "$T_TMP/lshow.json" 'expired' "expired, not sent"
+expect_expired "$KSEFD_SOCKET" "$LID" 9 8 "while the limits fetch hangs (it times out at 10 s)"
 "$top_srcdir/scripts/sandbox" stop "$SB" >/dev/null 2>&1
 trap t_cleanup EXIT
 done_testing
