@@ -254,6 +254,7 @@ store_migrate_v1(struct store *s, MDB_txn *txn, char *err, size_t errlen)
 	struct record_err rerr;
 	struct mig_inv *all = NULL;
 	size_t n = 0, cap = 0, i;
+	char hk[17];
 	unsigned char seq[SEQ_LEN];
 	MDB_cursor *c;
 	MDB_val k, v;
@@ -263,11 +264,17 @@ store_migrate_v1(struct store *s, MDB_txn *txn, char *err, size_t errlen)
 		return rc;
 	for (rc = mdb_cursor_get(c, &k, &v, MDB_FIRST); rc == 0;
 	    rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+		snprintf(hk, sizeof(hk), "?");
+		if (k.mv_size != INV_KEY_LEN)
+			snprintf(rerr.msg, sizeof(rerr.msg), "key of %zu bytes, "
+			    "not %d", k.mv_size, INV_KEY_LEN);
+		else
+			record_key_short(k.mv_data, hk);
 		if (k.mv_size != INV_KEY_LEN ||
 		    record_invoice_decode(v.mv_data, v.mv_size, &inv, &rerr) == -1) {
-			errf(err, errlen, "store: %s: schema 1 invoice record "
-			    "unreadable (key of %zu bytes); refusing to upgrade it",
-			    s->path, k.mv_size);
+			errf(err, errlen, "store: %s: schema 1 invoice record %s is "
+			    "unreadable (%s); refusing to upgrade the database",
+			    s->path, hk, rerr.msg);
 			mdb_cursor_close(c);
 			free(all);
 			return -1;

@@ -573,6 +573,8 @@ make_v1(const char *dir, int n)
 	mdb_env_close(env);
 }
 
+static void reopen_expect(const char *dir, const char *want, const char *what);
+
 static void
 test_upgrade(void)
 {
@@ -644,6 +646,30 @@ test_upgrade(void)
 	record_invoice_free(&got);
 	record_invoice_free(&inv);
 	store_close(s);
+	fixture_rmdir(dir);
+
+	/* An unreadable record: no upgrade, the database left as it was. */
+	dir = fixture_dir();
+	make_v1(dir, 3);
+	{
+		MDB_env *env;
+		MDB_txn *txn;
+
+		fixture_invoice(&inv, 3, 1);
+		if (mdb_env_create(&env) != 0 || mdb_env_set_maxdbs(env, 8) != 0 ||
+		    mdb_env_open(env, dir, 0, 0600) != 0 ||
+		    mdb_txn_begin(env, NULL, 0, &txn) != 0)
+			fatalx("test_upgrade: lmdb");
+		raw_put(txn, "inv", inv.key, INV_KEY_LEN, "garbage", 7);
+		if (mdb_txn_commit(txn) != 0)
+			fatalx("test_upgrade: commit");
+		mdb_env_close(env);
+		record_invoice_free(&inv);
+	}
+	reopen_expect(dir, "schema 1 invoice record 5e00000003000000 is unreadable (",
+	    "schema 1 with an unreadable record");
+	reopen_expect(dir, "schema 1 invoice record 5e00000003000000 is unreadable (",
+	    "and again: nothing was changed by the first attempt");
 	fixture_rmdir(dir);
 }
 
