@@ -100,6 +100,7 @@ struct http {
 	struct http_sock	**byfd;		/* live sockets by descriptor */
 	size_t			 nbyfd;
 	int			 depth;		/* nesting of our entry points */
+	unsigned		 ndead;		/* sockets http_leave() has to free */
 	int			 closing;
 	char			*ca_file;
 	int64_t			 connect_ms;
@@ -140,8 +141,9 @@ http_leave(struct http *h)
 {
 	struct http_sock *s, *next;
 
-	if (--h->depth > 0)
+	if (--h->depth > 0 || h->ndead == 0)
 		return;
+	h->ndead = 0;
 	for (s = LIST_FIRST(&h->socks); s != NULL; s = next) {
 		next = LIST_NEXT(s, entry);
 		if (s->dead) {
@@ -355,6 +357,7 @@ http_close_cb(void *arg, curl_socket_t fd)
 		event_del(s->ev);
 		h->byfd[fd] = NULL;
 		s->dead = 1;	/* freed by http_leave() */
+		h->ndead++;
 	}
 	return close(fd);
 }
