@@ -335,6 +335,18 @@ char_refused(unsigned long c)
 	    (c >= 0xfdd0 && c <= 0xfdef) || (c & 0xfffe) == 0xfffe;
 }
 
+/* Are all eight bytes at p in 0x20..0x7e? */
+static inline int
+ascii8_printable(const unsigned char *p)
+{
+	const uint64_t ones = 0x0101010101010101ULL, highs = 0x8080808080808080ULL;
+	uint64_t x;
+
+	memcpy(&x, p, sizeof(x));
+	/* A high bit, a byte below 0x20 (it borrows), or a 0x7f (x + 1 carries into the high bit). */
+	return ((x | (x - 0x20 * ones) | (x + 0x01 * ones)) & highs) == 0;
+}
+
 /*
  * Checks on the raw bytes before libxml2 sees them: empty body, byte order
  * marks, UTF-8 validity, refused code points, a declared encoding other
@@ -369,7 +381,13 @@ body_scan(const unsigned char *p, size_t len, struct validate_result *res)
 		return -1;
 	}
 	for (i = 0; i < len; i += n) {
-		if (p[i] >= 0x20 && p[i] < 0x7f) {
+		/* Eight printable ASCII bytes at a time (most of a body). */
+		if (i + 8 <= len && ascii8_printable(p + i)) {
+			n = 8;
+			continue;
+		}
+		if ((p[i] >= 0x20 && p[i] < 0x7f) || p[i] == '\n' ||
+		    p[i] == '\t' || p[i] == '\r') {
 			n = 1;
 			continue;
 		}

@@ -480,6 +480,106 @@ out:
 	free(b);
 }
 
+/*
+ * The byte checks read eight bytes at a time: a refused byte is found at
+ * every position of a word, with its line and column, and CR LF line ends
+ * pass.
+ */
+static void
+test_scan_words(struct validator *v)
+{
+	static const struct {
+		const char	*bytes;
+		const char	*rule;
+	} bad[] = {
+		{ "\x01", "xml.char" },		/* C0 control */
+		{ "\x7f", "xml.char" },		/* DEL */
+		{ "\xc2\x80", "xml.char" },	/* U+0080 */
+		{ "\x80", "encoding.utf8" },	/* lone continuation byte */
+		{ "\xff", "encoding.utf8" },
+	};
+	const char *from = "<P_1M>Warszawa</P_1M>";
+	struct validate_result r;
+	unsigned char *b;
+	char *x, *p;
+	size_t len, pre, blen, off, i, k, n, q;
+	int line, col, good = 0, runs = 0;
+
+	if ((b = load("valid", "fa3-csharp-invoice-template-fa-3.xml", &len)) == NULL)
+		return;
+	if ((p = strstr((char *)b, from)) == NULL) {
+		ok(0, "the template has P_1M");
+		free(b);
+		return;
+	}
+	pre = (size_t)(p - (char *)b) + 6;	/* just after <P_1M> */
+	x = xmalloc(2 * len + 64);
+	for (i = 0; i < nitems(bad); i++) {
+		blen = strlen(bad[i].bytes);
+		for (k = 0; k < 16; k++) {
+			/* <P_1M>Warszawa-ABCDEFGHIJKLMNOP</P_1M>, bad bytes after k letters */
+			memcpy(x, b, pre);
+			n = pre;
+			memcpy(x + n, "Warszawa-", 9);
+			n += 9;
+			memcpy(x + n, "ABCDEFGHIJKLMNOP", k);
+			n += k;
+			off = n;
+			memcpy(x + n, bad[i].bytes, blen);
+			n += blen;
+			memcpy(x + n, "ABCDEFGHIJKLMNOP" + k, 16 - k);
+			n += 16 - k;
+			strcpy(x + n, p + strlen(from) - 7);
+			n += strlen(p + strlen(from) - 7);
+			/* Where the bad bytes are, counted here from the start. */
+			for (line = 1, col = 1, q = 0; q < off; q++) {
+				if (x[q] == '\n')
+					line++, col = 1;
+				else if (((unsigned char)x[q] & 0xc0) != 0x80)
+					col++;
+			}
+			validate_invoice(v, (unsigned char *)x, n, &r);
+			runs++;
+			if (!r.ok && r.nproblems == 1 &&
+			    strcmp(r.problems[0].rule, bad[i].rule) == 0 &&
+			    r.problems[0].line == line && r.problems[0].column == col)
+				good++;
+			else {
+				diag("bad bytes %zu after %zu letters: want %s %d:%d",
+				    i, k, bad[i].rule, line, col);
+				show(&r);
+			}
+			validate_result_free(&r);
+		}
+	}
+	is_int(good, runs, "a refused byte at each of 16 positions: its rule, line and column");
+	/* The same 16 positions with nothing refused: valid. */
+	for (k = 0, good = 0; k < 16; k++) {
+		memcpy(x, b, pre);
+		n = pre;
+		memcpy(x + n, "Warszawa-ABCDEFGHIJKLMNOP", 9 + k);
+		n += 9 + k;
+		strcpy(x + n, p + strlen(from) - 7);
+		n += strlen(p + strlen(from) - 7);
+		good += validate_invoice(v, (unsigned char *)x, n, &r) == 0;
+		validate_result_free(&r);
+	}
+	is_int(good, 16, "printable ASCII of every length up to a word and more: valid");
+	/* CR LF line ends. */
+	for (i = n = 0; i < len; i++) {
+		if (b[i] == '\n')
+			x[n++] = '\r';
+		x[n++] = (char)b[i];
+	}
+	validate_invoice(v, (unsigned char *)x, n, &r);
+	ok(r.ok && r.nerrors == 0, "CR LF line ends: valid");
+	if (r.nerrors)
+		show(&r);
+	validate_result_free(&r);
+	free(x);
+	free(b);
+}
+
 static void
 test_params(void)
 {
@@ -554,6 +654,7 @@ main(void)
 	test_severities(v2);
 	test_many_errors(v2);
 	test_whitespace(v2);
+	test_scan_words(v2);
 	test_repeat(v2);
 	validator_free(v2);
 	validator_free(v3);
