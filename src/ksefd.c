@@ -157,6 +157,31 @@ ksefd_pidfile_write(struct ksefd *k)
 }
 
 /*
+ * The one event loop.  epoll's changes are batched: a socket whose events
+ * are switched off and on again in one loop pass (curl between requests
+ * on a kept-alive connection, evhttp between a request and its answer)
+ * costs no epoll_ctl at all, one in place of two otherwise (measured:
+ * 4.1 -> 2.4 epoll_ctl calls per invoice, doc/performance.md).  libevent's
+ * warning for it concerns descriptors copied by dup(), which ksefd makes
+ * only in a child that is about to exec (alert.command).
+ */
+static struct event_base *
+ksefd_base_new(void)
+{
+	struct event_config *cfg;
+	struct event_base *base;
+
+	if ((cfg = event_config_new()) == NULL)
+		fatalx("ksefd: cannot create the event base");
+	event_config_set_flag(cfg, EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST);
+	base = event_base_new_with_config(cfg);
+	event_config_free(cfg);
+	if (base == NULL)
+		fatalx("ksefd: cannot create the event base");
+	return base;
+}
+
+/*
  * Detach: the parent waits until the child reports that it started (then
  * exits 0) or dies (then exits 1), so start-up errors still reach the
  * terminal and the exit status.  Returns the write end of the report pipe
@@ -744,8 +769,7 @@ main(int argc, char *argv[])
 	failpoint_init();
 	mallopt(M_MMAP_THRESHOLD, 4 * 1024 * 1024);
 
-	if ((k.base = event_base_new()) == NULL)
-		fatalx("ksefd: cannot create the event base");
+	k.base = ksefd_base_new();
 	k.ev_hup = ksefd_signal_add(&k, SIGHUP, ksefd_sighup_cb);
 	k.ev_term = ksefd_signal_add(&k, SIGTERM, ksefd_sigterm_cb);
 	k.ev_int = ksefd_signal_add(&k, SIGINT, ksefd_sigterm_cb);
