@@ -580,6 +580,66 @@ test_scan_words(struct validator *v)
 	free(b);
 }
 
+/*
+ * The schemas are compiled with PL and PLN moved to the front of their
+ * enumerations (validate.c, hot_values): every other value is still
+ * allowed, an unknown one still refused.
+ */
+static void
+test_enumerations(struct validator *v)
+{
+	static const struct {
+		const char	*from, *to;
+		int		 ok;
+	} cases[] = {
+		{ "<KodKraju>PL</KodKraju>", "<KodKraju>PL</KodKraju>", 1 },
+		{ "<KodKraju>PL</KodKraju>", "<KodKraju>AF</KodKraju>", 1 },	/* the first */
+		{ "<KodKraju>PL</KodKraju>", "<KodKraju>DE</KodKraju>", 1 },
+		{ "<KodKraju>PL</KodKraju>", "<KodKraju>PT</KodKraju>", 1 },	/* after PL */
+		{ "<KodKraju>PL</KodKraju>", "<KodKraju>XI</KodKraju>", 1 },	/* the last */
+		{ "<KodKraju>PL</KodKraju>", "<KodKraju>XX</KodKraju>", 0 },
+		{ "<KodKraju>PL</KodKraju>", "<KodKraju>pl</KodKraju>", 0 },
+		{ "<KodWaluty>PLN</KodWaluty>", "<KodWaluty>EUR</KodWaluty>", 1 },
+		{ "<KodWaluty>PLN</KodWaluty>", "<KodWaluty>PLZ</KodWaluty>", 0 },
+	};
+	struct validate_result r;
+	unsigned char *b;
+	char *x, *p;
+	size_t len, i, pre, flen;
+	int good = 0;
+
+	if ((b = load("valid", "fa3-csharp-invoice-template-fa-3.xml", &len)) == NULL)
+		return;
+	x = xmalloc(len + 64);
+	for (i = 0; i < nitems(cases); i++) {
+		if ((p = strstr((char *)b, cases[i].from)) == NULL) {
+			diag("the template has no %s", cases[i].from);
+			continue;
+		}
+		pre = (size_t)(p - (char *)b);
+		flen = strlen(cases[i].from);
+		memcpy(x, b, pre);
+		strcpy(x + pre, cases[i].to);
+		strcpy(x + pre + strlen(cases[i].to), p + flen);
+		validate_invoice(v, (unsigned char *)x, strlen(x), &r);
+		if (cases[i].ok ? r.ok && r.nerrors == 0 :
+		    !r.ok && r.nerrors == 1 &&
+		    strcmp(r.problems[0].rule, "schema") == 0 &&
+		    strstr(r.problems[0].message, "enumeration") != NULL)
+			good++;
+		else {
+			diag("%s: want %s", cases[i].to, cases[i].ok ? "valid" :
+			    "one enumeration error");
+			show(&r);
+		}
+		validate_result_free(&r);
+	}
+	is_int(good, (int)nitems(cases), "country and currency codes: the first, "
+	    "the last, around PL, unknown ones refused");
+	free(x);
+	free(b);
+}
+
 static void
 test_params(void)
 {
@@ -655,6 +715,7 @@ main(void)
 	test_many_errors(v2);
 	test_whitespace(v2);
 	test_scan_words(v2);
+	test_enumerations(v2);
 	test_repeat(v2);
 	validator_free(v2);
 	validator_free(v3);
