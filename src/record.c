@@ -574,10 +574,16 @@ rd_key(struct rd *r, const char **k, size_t *klen)
 	return 0;
 }
 
+/* Is the key (klen bytes, any bytes) name?  Reads name no further than its end. */
 static int
 key_is(const char *k, size_t klen, const char *name)
 {
-	return strlen(name) == klen && memcmp(k, name, klen) == 0;
+	size_t i;
+
+	for (i = 0; i < klen; i++)
+		if (name[i] == '\0' || name[i] != k[i])
+			return 0;
+	return name[klen] == '\0';
 }
 
 /* Read the top-level map header. */
