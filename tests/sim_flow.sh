@@ -11,8 +11,14 @@ TOKEN="20250101-EC-0123456789-ABCDEF0123-45|nip-$NIP|flowtoken"
 SAMPLE=$top_srcdir/tests/sim/data/fa3-sample.xml
 UPO_XSD=$top_srcdir/schemas/upo/upo-v4-3.xsd
 
+# The official limits, but 100 sends a second: the paging part below sends
+# 12 invoices back to back, which on a fast machine takes less than a
+# second and would meet the official 10 a second (a 429, not what this
+# test is about).  tests/pipeline_limits.sh tests the limits.
+printf '{"invoiceSend":{"perSecond":100,"perMinute":30,"perHour":180}}\n' \
+	> "$T/limits.json"
 ok "ksef-sim starts over TLS" sim_start --token "$NIP:$TOKEN" --processing-delay 0 \
-	--auth-delay 1s
+	--auth-delay 1s --limits "$T/limits.json"
 case $SIM_URL in https://127.0.0.1:*/v2) pass "prints url=https://127.0.0.1:PORT/v2";;
 *) fail "prints url=https://127.0.0.1:PORT/v2 (got $SIM_URL)";; esac
 
