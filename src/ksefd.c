@@ -11,6 +11,7 @@
 #include <limits.h>
 #include <malloc.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,6 +19,9 @@
 
 #include <event2/event.h>
 #include <jansson.h>
+#ifdef HAVE_TCMALLOC
+#include <gperftools/tcmalloc.h>
+#endif
 
 #include "alert.h"
 #include "api.h"
@@ -77,7 +81,8 @@ usage(FILE *fp)
 "              read and checked too.\n"
 "  -v          More verbose: once for debug messages, twice also for every\n"
 "              trace (log.trace = all).  Adds to log.level.\n"
-"  -V          Print the version and exit.\n"
+"  -V          Print the version and which malloc serves ksefd (tcmalloc,\n"
+"              or glibc when built without it), and exit.\n"
 "  -h, --help  Print this help and exit.\n"
 "\n"
 "Files:\n"
@@ -696,6 +701,28 @@ ksefd_conf_load(const char *path, int checkonly)
 	exit(1);
 }
 
+/*
+ * The malloc that serves ksefd and its libraries: "tcmalloc 2.10" when
+ * configure linked it (and malloc resolves to it, which it does when the
+ * library comes before libc; a preloaded allocator would take it over),
+ * otherwise "glibc".  For -V and the start line.
+ */
+static const char *
+ksefd_malloc_name(char *buf, size_t len)
+{
+#ifdef HAVE_TCMALLOC
+	int major = 0, minor = 0;
+
+	(void)tc_version(&major, &minor, NULL);
+	snprintf(buf, len, "tcmalloc %d.%d%s", major, minor,
+	    (uintptr_t)malloc == (uintptr_t)tc_malloc ? "" :
+	    " (linked, but malloc is not tcmalloc's)");
+#else
+	snprintf(buf, len, "glibc");
+#endif
+	return buf;
+}
+
 int
 main(int argc, char *argv[])
 {
@@ -706,7 +733,7 @@ main(int argc, char *argv[])
 	};
 	struct ksefd k;
 	const char *conffile = KSEFD_CONF_DEFAULT;
-	char err[512];
+	char err[512], mbuf[80];
 	int ch, foreground = 0, checkonly = 0, report_fd = -1;
 
 	memset(&k, 0, sizeof(k));
@@ -730,6 +757,8 @@ main(int argc, char *argv[])
 			break;
 		case 'V':
 			printf("ksefd %s\n", PACKAGE_VERSION);
+			printf("malloc: %s\n", ksefd_malloc_name(mbuf,
+			    sizeof(mbuf)));
 #ifdef KSEFD_FAILPOINTS
 			printf("failpoints compiled in (KSEFD_FAILPOINTS)\n");
 #endif
@@ -760,14 +789,17 @@ main(int argc, char *argv[])
 	}
 	/* Writes to a closed socket must come back as EPIPE, not kill us. */
 	signal(SIGPIPE, SIG_IGN);
+#ifndef HAVE_TCMALLOC
 	/*
 	 * Invoice bodies and parse trees come and go at high rates; keep freed
 	 * heap instead of returning it to the kernel and faulting it back in
 	 * for every request (measured: scripts/bench intake, doc/performance.md).
+	 * tcmalloc keeps freed memory by itself.
 	 */
 	mallopt(M_TRIM_THRESHOLD, 64 * 1024 * 1024);
-	failpoint_init();
 	mallopt(M_MMAP_THRESHOLD, 4 * 1024 * 1024);
+#endif
+	failpoint_init();
 
 	k.base = ksefd_base_new();
 	k.ev_hup = ksefd_signal_add(&k, SIGHUP, ksefd_sighup_cb);
@@ -789,9 +821,9 @@ main(int argc, char *argv[])
 		log_init("ksefd", 0, log_getlevel());
 	}
 	log_info("ksefd: ksefd %s started: KSeF %s (%s), %zu context%s, "
-	    "database %s", PACKAGE_VERSION, k.conf->environment,
+	    "database %s, malloc %s", PACKAGE_VERSION, k.conf->environment,
 	    k.conf->base_url, k.conf->ncontexts, k.conf->ncontexts == 1 ?
-	    "" : "s", k.conf->database);
+	    "" : "s", k.conf->database, ksefd_malloc_name(mbuf, sizeof(mbuf)));
 
 	if (event_base_dispatch(k.base) == -1)
 		log_warnx("ksefd: event loop failed");

@@ -12,6 +12,11 @@ cd "$T_TMP" || bail "cd $T_TMP"
 "$KSEFD" -V >version.out 2>&1
 is "$?" 0 "-V exits 0"
 like version.out '^ksefd [0-9]+\.[0-9]+\.[0-9]+$' "-V prints the version"
+# Which malloc configure chose, and that malloc really resolves to it.
+case ${KSEFD_MALLOC:-} in
+tcmalloc) like version.out '^malloc: tcmalloc [0-9]+\.[0-9]+$' "-V: malloc is tcmalloc's, as configured" ;;
+*) like version.out '^malloc: glibc$' "-V: malloc is glibc's, as configured" ;;
+esac
 "$KSEFD" -h >help.out 2>&1
 is "$?" 0 "-h exits 0"
 for word in ' -d ' ' -f file ' ' -n ' ' -v ' ' -V ' SIGHUP SIGTERM \
