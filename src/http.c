@@ -10,6 +10,7 @@
 
 #include <sys/queue.h>
 #include <sys/types.h>
+#include <sys/socket.h>
 #include <arpa/inet.h>
 
 #include <ctype.h>
@@ -79,6 +80,15 @@ TAILQ_HEAD(http_reqs, http_request);
  * becomes readable (the server closed it) is no longer watched; curl finds
  * that out when it next uses the connection.  It goes when curl closes it
  * (CURLOPT_CLOSESOCKETFUNCTION).
+ *
+ * Only connection sockets, which curl opens through http_open_cb() and
+ * closes through http_close_cb(), are parked.  curl also asks us to watch
+ * sockets it closes by itself, without the callback: the socketpair of its
+ * resolver thread, for every host name that is not an address.  Such a
+ * socket's event goes at CURL_POLL_REMOVE; left in place, it would outlive
+ * its descriptor, and libevent, which counts interest per descriptor
+ * number, would never watch the next file to get that number (an API
+ * client, a KSeF connection): it would hang.
  */
 struct http_sock {
 	LIST_ENTRY(http_sock)	 entry;
@@ -99,7 +109,8 @@ struct http {
 	unsigned		 n_active, n_deferred;
 	LIST_HEAD(, http_sock)	 socks;
 	struct http_sock	**byfd;		/* live sockets by descriptor */
-	size_t			 nbyfd;
+	unsigned char		*conn;		/* by descriptor: opened by http_open_cb() */
+	size_t			 nbyfd;		/* the room in both */
 	int			 depth;		/* nesting of our entry points */
 	unsigned		 ndead;		/* sockets http_leave() has to free */
 	int			 closing;
@@ -285,6 +296,34 @@ http_curl_timer_cb(CURLM *multi, long timeout_ms, void *arg)
 	return 0;
 }
 
+/* Room for descriptor fd in byfd and conn. */
+static void
+http_fd_room(struct http *h, int fd)
+{
+	size_t n = h->nbyfd ? h->nbyfd : 64;
+
+	if ((size_t)fd < h->nbyfd)
+		return;
+	while (n <= (size_t)fd)
+		n *= 2;
+	h->byfd = xrealloc(h->byfd, n * sizeof(*h->byfd));
+	h->conn = xrealloc(h->conn, n);
+	memset(h->byfd + h->nbyfd, 0, (n - h->nbyfd) * sizeof(*h->byfd));
+	memset(h->conn + h->nbyfd, 0, n - h->nbyfd);
+	h->nbyfd = n;
+}
+
+/* Stop watching a socket for good; freed by http_leave(). */
+static void
+http_sock_drop(struct http *h, struct http_sock *s)
+{
+	event_del(s->ev);
+	if (s->fd >= 0 && (size_t)s->fd < h->nbyfd && h->byfd[s->fd] == s)
+		h->byfd[s->fd] = NULL;
+	s->dead = 1;
+	h->ndead++;
+}
+
 /* CURLMOPT_SOCKETFUNCTION: watch, re-watch or forget a socket. */
 static int
 http_curl_socket_cb(CURL *easy, curl_socket_t fd, int what, void *arg,
@@ -298,6 +337,11 @@ http_curl_socket_cb(CURL *easy, curl_socket_t fd, int what, void *arg,
 		if (s == NULL)
 			return 0;	/* a socket we never watched */
 		curl_multi_assign(h->multi, fd, NULL);
+		if (fd < 0 || (size_t)fd >= h->nbyfd || !h->conn[fd]) {
+			/* Not a connection: curl closes it by itself. */
+			http_sock_drop(h, s);
+			return 0;
+		}
 		/* Parked: only a read event may stay (see struct http_sock). */
 		s->parked = 1;
 		if (event_get_events(s->ev) & EV_WRITE)
@@ -323,16 +367,7 @@ http_curl_socket_cb(CURL *easy, curl_socket_t fd, int what, void *arg,
 		LIST_INSERT_HEAD(&h->socks, s, entry);
 		curl_multi_assign(h->multi, fd, s);
 		if (fd >= 0) {
-			if ((size_t)fd >= h->nbyfd) {
-				size_t n = h->nbyfd ? h->nbyfd : 64;
-
-				while (n <= (size_t)fd)
-					n *= 2;
-				h->byfd = xrealloc(h->byfd, n * sizeof(*h->byfd));
-				memset(h->byfd + h->nbyfd, 0,
-				    (n - h->nbyfd) * sizeof(*h->byfd));
-				h->nbyfd = n;
-			}
+			http_fd_room(h, fd);
 			h->byfd[fd] = s;
 		}
 	} else if (event_get_events(s->ev) == ev &&
@@ -347,6 +382,24 @@ http_curl_socket_cb(CURL *easy, curl_socket_t fd, int what, void *arg,
 	return 0;
 }
 
+/* CURLOPT_OPENSOCKETFUNCTION: a connection's socket, parked between transfers. */
+static curl_socket_t
+http_open_cb(void *arg, curlsocktype purpose, struct curl_sockaddr *a)
+{
+	struct http *h = arg;
+	int fd;
+
+	if (purpose != CURLSOCKTYPE_IPCXN)
+		return CURL_SOCKET_BAD;
+	/* Close-on-exec: the alert command does not inherit KSeF connections. */
+	if ((fd = socket(a->family, a->socktype | SOCK_CLOEXEC,
+	    a->protocol)) == -1)
+		return CURL_SOCKET_BAD;
+	http_fd_room(h, fd);
+	h->conn[fd] = 1;
+	return fd;
+}
+
 /* CURLOPT_CLOSESOCKETFUNCTION: the socket goes, and its event with it. */
 static int
 http_close_cb(void *arg, curl_socket_t fd)
@@ -354,11 +407,10 @@ http_close_cb(void *arg, curl_socket_t fd)
 	struct http *h = arg;
 	struct http_sock *s;
 
-	if (fd >= 0 && (size_t)fd < h->nbyfd && (s = h->byfd[fd]) != NULL) {
-		event_del(s->ev);
-		h->byfd[fd] = NULL;
-		s->dead = 1;	/* freed by http_leave() */
-		h->ndead++;
+	if (fd >= 0 && (size_t)fd < h->nbyfd) {
+		h->conn[fd] = 0;
+		if ((s = h->byfd[fd]) != NULL)
+			http_sock_drop(h, s);
 	}
 	return close(fd);
 }
@@ -438,6 +490,7 @@ http_free(struct http *h)
 		free(s);
 	}
 	free(h->byfd);
+	free(h->conn);
 	event_free(h->timer);
 	event_free(h->defer);
 	free(h->ca_file);
@@ -802,6 +855,8 @@ http_easy_setup(struct http *h, struct http_request *req)
 #define SET(opt, val)	do { if (c == CURLE_OK) c = curl_easy_setopt(e, opt, val); } while (0)
 	SET(CURLOPT_URL, req->url);
 	SET(CURLOPT_PRIVATE, (char *)req);
+	SET(CURLOPT_OPENSOCKETFUNCTION, http_open_cb);
+	SET(CURLOPT_OPENSOCKETDATA, h);
 	SET(CURLOPT_CLOSESOCKETFUNCTION, http_close_cb);
 	SET(CURLOPT_CLOSESOCKETDATA, h);
 	SET(CURLOPT_ERRORBUFFER, req->errbuf);
