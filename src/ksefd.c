@@ -9,7 +9,6 @@
 #include <fcntl.h>
 #include <getopt.h>
 #include <limits.h>
-#include <malloc.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -21,6 +20,8 @@
 #include <jansson.h>
 #ifdef HAVE_TCMALLOC
 #include <gperftools/tcmalloc.h>
+#else
+#include <malloc.h>		/* mallopt */
 #endif
 
 #include "alert.h"
