@@ -72,6 +72,27 @@ is "$STATUS/$(excode)" 400/21402 "wrong invoiceSize: 21402"
 sed 's/"encryptedInvoiceContent":"/&%/' "$T/s.json" > "$T/s2.json"
 AUTH=$ACCESS req POST "/sessions/online/$SESSION/invoices" "$T/s2.json"
 is "$STATUS/$(excode)" 400/21405 "bad Base64 content: 21405"
+# A long plain string is cut out before jansson parses the rest (sim.c,
+# json_load_body): errors must still be those of the whole body.
+ok "the send body has a string over 1 KB" test "$(wc -c < "$T/s.json")" -gt 2000
+sed 's/}$/,"encryptedInvoiceContent":"AAAA"}/' "$T/s.json" > "$T/s2.json"
+AUTH=$ACCESS req POST "/sessions/online/$SESSION/invoices" "$T/s2.json"
+is "$STATUS/$(excode)" 400/21405 "long content given twice: 21405"
+ok "long content given twice: detail says duplicate" check_detail "duplicate"
+sed 's/,"offlineMode":false}$/,"offlineMode":}/' "$T/s.json" > "$T/s2.json"
+AUTH=$ACCESS req POST "/sessions/online/$SESSION/invoices" "$T/s2.json"
+is "$STATUS/$(excode)" 400/21405 "malformed after the long content: 21405"
+col_past() {	# the column in the detail counts the long string
+	_c=$(jget "['exception']['exceptionDetailList'][0]['details'][0]" |
+	    sed -n 's/.*kolumna \([0-9]*\).*/\1/p')
+	[ -n "$_c" ] && [ "$_c" -ge "$(($(wc -c < "$T/s2.json") - 1))" ]
+}
+ok "malformed after the long content: column of the whole body" col_past
+sed 's/"encryptedInvoiceContent":"/"encryptedInvoiceContent":["/; s/","offlineMode"/"],"offlineMode"/' \
+	"$T/s.json" > "$T/s2.json"
+AUTH=$ACCESS req POST "/sessions/online/$SESSION/invoices" "$T/s2.json"
+is "$STATUS/$(excode)" 400/21405 "long content inside an array: 21405"
+ok "long content inside an array: detail names the member" check_detail "encryptedInvoiceContent"
 
 sed 's|<P_1>[^<]*</P_1>|<P_1>2025-13-45</P_1>|; s|<P_2>[^<]*</P_2>|<P_2>NEG/SCHEMA</P_2>|' "$SAMPLE" > "$T/bad.xml"
 ok "send a schema-invalid invoice (202)" ksef_send "$T/bad.xml"
