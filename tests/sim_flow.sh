@@ -23,6 +23,16 @@ case $SIM_URL in https://127.0.0.1:*/v2) pass "prints url=https://127.0.0.1:PORT
 *) fail "prints url=https://127.0.0.1:PORT/v2 (got $SIM_URL)";; esac
 
 ok "public keys fetched and usable as PEM" fetch_keys
+# An answer comes in one TLS record, as from a real front end (sim_main.c,
+# out_join_cb): openssl -msg shows each received record's inner content
+# type, 17 for application data.
+app_records() {
+	_hp=${SIM_ORIGIN#https://}
+	printf 'GET /v2/security/public-key-certificates HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n' "$_hp" |
+	    openssl s_client -connect "$_hp" -CAfile "$T/tls/ca.crt" -msg -quiet 2>/dev/null |
+	    grep -A1 '^<<< .*InnerContent' | grep -c '^ *17$'
+}
+is "$(app_records)" 1 "an answer (head and body) comes in one TLS record"
 is "$(jget '[0]["certificateId"]' | wc -c)" 45 "certificateId is a Base64 SHA-256"
 is "$(openssl x509 -inform DER -in "$T/tok.der" -pubkey -noout | openssl pkey -pubin -outform DER | openssl dgst -sha256 -binary | base64 -w0)" \
 	"$(jget "next(c for c in d if 'KsefTokenEncryption' in c['usage'])['publicKeyId']")" \

@@ -426,6 +426,22 @@ request_cb(struct evhttp_request *req, void *arg)
 	evtimer_add(p->ev, &tv);
 }
 
+/*
+ * One TLS record per answer, as a front end like KSeF's sends it (nginx,
+ * say, fills a 16 KB buffer before each SSL_write).  bufferevent_openssl
+ * writes every chain of its output buffer with an SSL_write of its own,
+ * and evhttp adds an answer's head and body as separate chains: two
+ * records, so two more reads for the client.  The chains are joined
+ * whenever something is added; the write itself comes later, when the
+ * socket is writable.  Large answers (the "huge" fault) are left alone.
+ */
+static void
+out_join_cb(struct evbuffer *b, const struct evbuffer_cb_info *info, void *arg)
+{
+	if (info->n_added > 0 && evbuffer_get_length(b) <= 65536)
+		evbuffer_pullup(b, -1);
+}
+
 static struct bufferevent *
 bev_cb(struct event_base *base, void *arg)
 {
@@ -436,8 +452,10 @@ bev_cb(struct event_base *base, void *arg)
 		return NULL;
 	bev = bufferevent_openssl_socket_new(base, -1, ssl, BUFFEREVENT_SSL_ACCEPTING,
 	    BEV_OPT_CLOSE_ON_FREE);
-	if (bev != NULL)
+	if (bev != NULL) {
 		bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
+		evbuffer_add_cb(bufferevent_get_output(bev), out_join_cb, NULL);
+	}
 	return bev;
 }
 
