@@ -1,23 +1,16 @@
 /* render.c: the JSON views of records and validation problems, shared by the API and the spool. */
 #include "config.h"
 
+#include <stdint.h>
 #include <string.h>
 
 #include <jansson.h>
 
+#include "log.h"
 #include "record.h"
 #include "render.h"
 #include "util.h"
 #include "validate.h"
-
-json_t *
-render_key_json(const unsigned char key[INV_KEY_LEN])
-{
-	char hex[2 * INV_KEY_LEN + 1];
-
-	hex_encode(key, INV_KEY_LEN, hex);
-	return json_string(hex);
-}
 
 static int
 render_key_set(const unsigned char key[INV_KEY_LEN])
@@ -27,59 +20,192 @@ render_key_set(const unsigned char key[INV_KEY_LEN])
 	return memcmp(key, zero, INV_KEY_LEN) != 0;
 }
 
-/* Add a string member when the value is there. */
+/* ---- JSON text ---- */
+
+static const char hexdig[] = "0123456789ABCDEF";
+
+/* "\uXXXX" for a UTF-16 unit. */
 static void
-render_json_str(json_t *o, const char *name, const char *v)
+render_u16(struct buf *b, unsigned int u)
+{
+	char seq[6] = { '\\', 'u', hexdig[(u >> 12) & 15], hexdig[(u >> 8) & 15],
+	    hexdig[(u >> 4) & 15], hexdig[u & 15] };
+
+	buf_add(b, seq, sizeof(seq));
+}
+
+/*
+ * The code point of the UTF-8 sequence at p and its length, or 0 when it is
+ * not valid UTF-8 (overlong, a surrogate, above U+10FFFF, cut short: the
+ * terminating NUL is never a continuation byte).
+ */
+static size_t
+render_utf8(const unsigned char *p, uint32_t *cp)
+{
+	size_t n, i;
+	uint32_t c, lo;
+
+	if (p[0] >= 0xc2 && p[0] <= 0xdf) {
+		n = 2, c = p[0] & 0x1f, lo = 0x80;
+	} else if (p[0] >= 0xe0 && p[0] <= 0xef) {
+		n = 3, c = p[0] & 0x0f, lo = 0x800;
+	} else if (p[0] >= 0xf0 && p[0] <= 0xf4) {
+		n = 4, c = p[0] & 0x07, lo = 0x10000;
+	} else
+		return 0;
+	for (i = 1; i < n; i++) {
+		if ((p[i] & 0xc0) != 0x80)
+			return 0;
+		c = (c << 6) | (p[i] & 0x3f);
+	}
+	if (c < lo || c > 0x10ffff || (c >= 0xd800 && c <= 0xdfff))
+		return 0;
+	*cp = c;
+	return n;
+}
+
+void
+render_json_string(struct buf *b, const char *s)
+{
+	/* The characters jansson escapes with a letter, and the letter. */
+	static const unsigned char short_esc[][2] = {
+		{ '"', '"' }, { '\\', '\\' }, { '\b', 'b' }, { '\f', 'f' },
+		{ '\n', 'n' }, { '\r', 'r' }, { '\t', 't' },
+	};
+	const unsigned char *p = (const unsigned char *)s, *run;
+	char esc[2] = { '\\', 0 };
+	uint32_t cp;
+	size_t n, i;
+
+	buf_add(b, "\"", 1);
+	for (;;) {
+		for (run = p; *p >= 0x20 && *p < 0x80 && *p != '"' && *p != '\\'; p++)
+			;
+		if (p > run)
+			buf_add(b, run, (size_t)(p - run));
+		if (*p == '\0')
+			break;
+		for (i = 0; i < nitems(short_esc) && short_esc[i][0] != *p; i++)
+			;
+		if (i < nitems(short_esc)) {
+			esc[1] = short_esc[i][1];
+			buf_add(b, esc, 2);
+			p++;
+			continue;
+		}
+		if (*p < 0x20) {
+			render_u16(b, *p);
+			p++;
+			continue;
+		}
+		if ((n = render_utf8(p, &cp)) == 0) {
+			render_u16(b, 0xfffd);
+			p++;
+			continue;
+		}
+		p += n;
+		if (cp < 0x10000)
+			render_u16(b, cp);
+		else {
+			cp -= 0x10000;
+			render_u16(b, 0xd800 | (cp >> 10));
+			render_u16(b, 0xdc00 | (cp & 0x3ff));
+		}
+	}
+	buf_add(b, "\"", 1);
+}
+
+/* ,"name": */
+static void
+render_name(struct buf *b, const char *name)
+{
+	buf_add(b, ",\"", 2);
+	buf_addstr(b, name);
+	buf_add(b, "\":", 2);
+}
+
+static void
+render_str(struct buf *b, const char *name, const char *v)
+{
+	render_name(b, name);
+	render_json_string(b, v);
+}
+
+/* A string member when the value is there. */
+static void
+render_str_opt(struct buf *b, const char *name, const char *v)
 {
 	if (v != NULL && *v != '\0')
-		json_object_set_new(o, name, json_string(v));
+		render_str(b, name, v);
+}
+
+static void
+render_key(struct buf *b, const char *name, const unsigned char key[INV_KEY_LEN])
+{
+	char hex[2 * INV_KEY_LEN + 1];
+
+	hex_encode(key, INV_KEY_LEN, hex);
+	render_str(b, name, hex);
 }
 
 /* The public view of an invoice record. */
+void
+render_invoice_text(struct buf *b, const struct record_invoice *inv)
+{
+	char iso[40], sha[2 * INV_SHA_LEN + 1], hex[2 * INV_KEY_LEN + 1];
+
+	hex_encode(inv->key, INV_KEY_LEN, hex);
+	buf_add(b, "{\"id\":", 6);
+	render_json_string(b, hex);
+	render_str(b, "state", record_state_name(inv->state));
+	render_str(b, "seller_nip", inv->seller_nip);
+	render_str(b, "form", record_form_name(inv->form));
+	render_str(b, "kind", inv->kind);
+	render_str_opt(b, "number", inv->number);
+	render_str(b, "issue_date", inv->issue_date);
+	hex_encode(inv->xml_sha256, INV_SHA_LEN, sha);
+	render_str(b, "sha256", sha);
+	buf_addf(b, ",\"size\":%llu", (unsigned long long)inv->xml_size);
+	time_fmt_iso(inv->received_ms, iso, sizeof(iso));
+	render_str(b, "received", iso);
+	render_str(b, "source", record_source_name(inv->source));
+	render_str_opt(b, "source_name", inv->source_name);
+	if (inv->ksef_number != NULL)
+		render_str(b, "ksef_number", inv->ksef_number);
+	else
+		buf_addstr(b, ",\"ksef_number\":null");
+	render_str_opt(b, "session_ref", inv->session_ref);
+	render_str_opt(b, "invoice_ref", inv->invoice_ref);
+	render_str_opt(b, "acquisition_date", inv->acquisition_date);
+	render_str_opt(b, "storage_date", inv->storage_date);
+	buf_addf(b, ",\"upo\":%s,\"attempts\":%lu,\"hold\":%s",
+	    inv->upo_present ? "true" : "false", (unsigned long)inv->attempts,
+	    inv->hold ? "true" : "false");
+	if (inv->error_code != 0 || inv->error_desc != NULL) {
+		buf_addf(b, ",\"error\":{\"code\":%ld", (long)inv->error_code);
+		render_str_opt(b, "description", inv->error_desc);
+		render_str_opt(b, "details", inv->error_details);
+		buf_add(b, "}", 1);
+	}
+	if (render_key_set(inv->supersedes))
+		render_key(b, "supersedes", inv->supersedes);
+	if (render_key_set(inv->superseded_by))
+		render_key(b, "superseded_by", inv->superseded_by);
+	buf_add(b, "}", 1);
+}
+
 json_t *
 render_invoice_json(const struct record_invoice *inv)
 {
-	json_t *o = json_object();
-	char iso[40], sha[2 * INV_SHA_LEN + 1];
+	struct buf b;
+	json_error_t je;
+	json_t *o;
 
-	json_object_set_new(o, "id", render_key_json(inv->key));
-	json_object_set_new(o, "state",
-	    json_string(record_state_name(inv->state)));
-	json_object_set_new(o, "seller_nip", json_string(inv->seller_nip));
-	json_object_set_new(o, "form", json_string(record_form_name(inv->form)));
-	json_object_set_new(o, "kind", json_string(inv->kind));
-	render_json_str(o, "number", inv->number);
-	json_object_set_new(o, "issue_date", json_string(inv->issue_date));
-	hex_encode(inv->xml_sha256, INV_SHA_LEN, sha);
-	json_object_set_new(o, "sha256", json_string(sha));
-	json_object_set_new(o, "size", json_integer((json_int_t)inv->xml_size));
-	time_fmt_iso(inv->received_ms, iso, sizeof(iso));
-	json_object_set_new(o, "received", json_string(iso));
-	json_object_set_new(o, "source",
-	    json_string(record_source_name(inv->source)));
-	render_json_str(o, "source_name", inv->source_name);
-	json_object_set_new(o, "ksef_number", inv->ksef_number ?
-	    json_string(inv->ksef_number) : json_null());
-	render_json_str(o, "session_ref", inv->session_ref);
-	render_json_str(o, "invoice_ref", inv->invoice_ref);
-	render_json_str(o, "acquisition_date", inv->acquisition_date);
-	render_json_str(o, "storage_date", inv->storage_date);
-	json_object_set_new(o, "upo", json_boolean(inv->upo_present));
-	json_object_set_new(o, "attempts", json_integer(inv->attempts));
-	json_object_set_new(o, "hold", json_boolean(inv->hold));
-	if (inv->error_code != 0 || inv->error_desc != NULL) {
-		json_t *e = json_object();
-
-		json_object_set_new(e, "code", json_integer(inv->error_code));
-		render_json_str(e, "description", inv->error_desc);
-		render_json_str(e, "details", inv->error_details);
-		json_object_set_new(o, "error", e);
-	}
-	if (render_key_set(inv->supersedes))
-		json_object_set_new(o, "supersedes", render_key_json(inv->supersedes));
-	if (render_key_set(inv->superseded_by))
-		json_object_set_new(o, "superseded_by",
-		    render_key_json(inv->superseded_by));
+	buf_init(&b);
+	render_invoice_text(&b, inv);
+	if ((o = json_loadb((const char *)b.data, b.len, 0, &je)) == NULL)
+		fatalx("render: invoice JSON does not parse: %s", je.text);
+	buf_free(&b);
 	return o;
 }
 
