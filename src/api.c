@@ -211,12 +211,12 @@ api_intake_cb(const struct intake_outcome *o, void *arg)
 	case INTAKE_CREATED:
 		code = 201, reason = "Created";
 		if (o->corrected)
-			word = NULL, message = "stored as the correction of a "
-			    "rejected invoice";
+			message = "stored as the correction of a rejected "
+			    "invoice";
 		break;
 	case INTAKE_EXISTS:
 		code = 200, reason = "OK";
-		word = NULL, message = "the same invoice was already received";
+		message = "the same invoice was already received";
 		break;
 	default:
 		code = 409, reason = "Conflict";
@@ -414,7 +414,7 @@ struct api_list {
 	int		 have_after;
 	size_t		 limit;
 	size_t		 nitems;
-	struct buf	 items;		/* the invoices' JSON, comma-separated */
+	struct buf	 items;		/* the answer, written as the list is read */
 	int		 more;
 	unsigned char	 last[INV_KEY_LEN];
 };
