@@ -100,10 +100,16 @@ echo "$ID" >>"$T_TMP/posted"
 is "$(json 'j["result"]')" created "answer says created"
 like "$T_TMP/out" '"state": ?"QUEUED"' "new invoice is QUEUED"
 
+is "$(json '" ".join(w["severity"] + ":" + w["rule"] for w in j["warnings"])')" \
+    "warning:date.past" "issued in the past: the warning is in the answer"
+is "$(json '"message" in j or "error" in j')" False "a plain 201 has no message"
+
 # The same bytes again: 200 with the same record.
 code=$(post "$VALID/fa2-faktura-online.xml")
 is "$code" 200 "same bytes: 200"
 is "$(json 'j["invoice"]["id"]')" "$ID" "same bytes: same id"
+is "$(json 'j["result"] + " / " + j["message"]')" \
+    "exists / the same invoice was already received" "same bytes: result and message"
 curl -s -D "$T_TMP/hdr" -o /dev/null --unix-socket "$SOCK" -H 'Content-Type: application/xml' \
     --data-binary "@$VALID/fa2-faktura-online.xml" http://ksefd/v1/invoices
 like "$T_TMP/hdr" "^Location: /v1/invoices/$ID" "answer carries the Location"
@@ -114,6 +120,7 @@ code=$(post "$T_TMP/changed.xml")
 is "$code" 409 "same number, other bytes: 409"
 is "$(json 'j["invoice"]["id"]')" "$ID" "409 names the existing record"
 like "$T_TMP/out" 'correcting invoice' "409 says a correcting invoice is the way"
+is "$(json 'j["result"] + " / " + j["error"]')" "conflict / conflict" "409: result and error"
 
 is "$(get "/v1/invoices/$ID")" 200 "GET one invoice"
 is "$(json 'j["id"]')" "$ID" "GET returns it"
