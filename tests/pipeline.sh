@@ -323,6 +323,8 @@ ok "reject: the simulator takes REJ/... again" fl_sim_faults '{"rejectPattern":"
 sed 's/76-113-42-55/76-113-42-56/' "$T_TMP/rej.xml" >"$T_TMP/rej-fixed.xml"
 ok "correction: submitted" submit "$T_TMP/rej-fixed.xml"
 like "$T_TMP/submit.json" '"http_status": ?201' "correction: 201 created"
+like "$T_TMP/submit.json" '"message": ?"stored as the correction of a rejected invoice"' \
+    "correction: the answer says what it replaced"
 FIX_ID=$(id_of)
 is "$(field "$FIX_ID" 'j.get("supersedes")')" "$REJ_ID" "correction: supersedes the rejected one"
 is "$(field "$REJ_ID" 'j.get("superseded_by")')" "$FIX_ID" "reject: superseded by the correction"
