@@ -100,6 +100,18 @@ api_reply_text(struct evhttp_request *req, int code, const char *reason,
 	evbuffer_free(out);
 }
 
+/* 200 with the view of one invoice, written as text (render_invoice_text). */
+static void
+api_reply_invoice(struct evhttp_request *req, const struct record_invoice *inv)
+{
+	struct buf b;
+
+	buf_init(&b);
+	render_invoice_text(&b, inv);
+	api_reply_text(req, 200, "OK", b.data, b.len);
+	buf_free(&b);
+}
+
 /* A JSON error answer: {"error": code-word, "message": text}. */
 static void
 api_reply_error(struct evhttp_request *req, int code, const char *reason,
@@ -312,7 +324,7 @@ api_invoice_get(struct api *api, struct evhttp_request *req, const char *id)
 		    "the store could not be read");
 		return;
 	}
-	api_reply_json(req, 200, "OK", render_invoice_json(&inv));
+	api_reply_invoice(req, &inv);
 	record_invoice_free(&inv);
 }
 
@@ -403,7 +415,7 @@ api_invoice_retry(struct api *api, struct evhttp_request *req, const char *id)
 		    "the store could not be read");
 		return;
 	}
-	api_reply_json(req, 200, "OK", render_invoice_json(&inv));
+	api_reply_invoice(req, &inv);
 	record_invoice_free(&inv);
 }
 
@@ -562,7 +574,7 @@ api_invoice_hold(struct api *api, struct evhttp_request *req, const char *id,
 		api_reply_error(req, 409, "Conflict", "finished", msg);
 		return;
 	}
-	api_reply_json(req, 200, "OK", render_invoice_json(&inv));
+	api_reply_invoice(req, &inv);
 	record_invoice_free(&inv);
 }
 
